@@ -1,0 +1,1 @@
+"""Triton kernels of spice, each beside its plain-torch reference; importable as `spice.kernels`."""

@@ -1,0 +1,334 @@
+"""One typed configuration tree, loaded from YAML with `key=value` overrides.
+
+Unknown keys and values of the wrong type are errors that name the key. Sections that configure
+Megatron-Core or SGLang use those libraries' own option names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names it."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = "embedded"  # a local Hugging Face folder, or "embedded" (SmolLM2-135M-Instruct)
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    trust_remote_code: bool = False
+
+
+@dataclass
+class CorpusConfig:
+    path: str = "embedded"  # jsonl / parquet file, folder of .txt/.md files, or "embedded"
+    text_field: str = "text"
+    max_segment_tokens: int = 512  # documents are cut into pieces of at most this many tokens
+    limit: int | None = None  # read at most this many documents
+
+
+@dataclass
+class ChallengerConfig:
+    attempts_per_document: int = 4  # samples per document; one valid task is kept (paper: up to 1024)
+    select_format: bool = True  # ask the model for MCQ vs free form first (paper); else pick at random
+    prompt_style: str = "paper"  # paper | compact (short prompts for small models on a CPU)
+    constrained_decoding: bool = False  # decode the task JSON under its JSON schema
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    formats: list[str] = field(default_factory=lambda: ["mcq", "free_form"])
+
+
+@dataclass
+class ReasonerConfig:
+    samples: int = 8  # G: answers per task
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class LossConfig:
+    clip_low: float = 0.2
+    clip_high: float = 0.2  # > clip_low gives "clip-higher"
+    aggregation: str = "token_sum"  # token_sum (Dr. GRPO, / constant) | token_mean | seq_mean
+    normalizer: float | None = None  # token_sum's constant; None: the longer max_new_tokens of the roles
+    tis_cap: float | None = None  # truncated importance sampling against rollout logprobs
+    kl_coef: float = 0.0  # k3 KL to the initial policy (paper: 0)
+    std_normalize: bool = False  # divide advantages by the group std (GRPO); off for Dr. GRPO
+    invalid_penalty: float = -0.1  # challenger reward for an invalid task
+    implementation: str = "auto"  # auto | reference | fused (Triton kernel; auto = fused on CUDA)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    micro_batch_size: int = 4  # sequences per forward/backward; gradients accumulate over the batch
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class MegatronConfig:
+    """Megatron-Core options under Megatron's own names."""
+
+    tensor_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = 1
+    sequence_parallel: bool = False
+    use_distributed_optimizer: bool = True
+    bf16: bool = True
+    fp8: str | None = None  # None | e4m3 | hybrid (Transformer Engine)
+    fp8_recipe: str = "delayed"  # delayed | tensorwise | mxfp8 | blockwise
+    recompute_granularity: str | None = None  # None | full | selective
+    recompute_method: str | None = None  # uniform | block
+    recompute_num_layers: int | None = None
+    transformer_impl: str = "auto"  # auto | transformer_engine | local
+    extra: dict[str, Any] = field(default_factory=dict)  # more TransformerConfig fields, passed through
+
+
+@dataclass
+class TrainConfig:
+    backend: str = "torch"  # torch | megatron
+    megatron: MegatronConfig = field(default_factory=MegatronConfig)
+
+
+@dataclass
+class SGLangConfig:
+    """SGLang servers; `server_args` are passed to `sglang.launch_server` as `--key value`."""
+
+    urls: list[str] = field(default_factory=list)  # use running servers instead of launching
+    num_servers: int = 1
+    server_args: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    base_port: int = 30000
+    router: bool = True  # put sglang-router in front when num_servers > 1
+    router_port: int = 29000
+    api_key: str | None = None
+    weight_sync: str = "disk"  # disk | tensor (colocated) | distributed (NCCL)
+    bucket_megabytes: int = 512
+    max_concurrency: int = 256
+    request_timeout: float = 600.0
+    max_retries: int = 3
+    launch_command: str = "python -m sglang.launch_server"  # `spice serve` for the CPU stand-in
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "hf"  # hf (in-process transformers) | sglang
+    batch_size: int = 16  # hf: sequences generated together
+    sglang: SGLangConfig = field(default_factory=SGLangConfig)
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # evaluate every N iterations (0: never during training)
+    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k", "math500", "arc_challenge"])
+    limit: int | None = 50
+    samples: int = 1
+    temperature: float = 0.0
+    max_new_tokens: int = 512
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/spice"
+    iterations: int = 640
+    documents_per_iteration: int = 128
+    seed: int = 0
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class SpiceConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    challenger: ChallengerConfig = field(default_factory=ChallengerConfig)
+    reasoner: ReasonerConfig = field(default_factory=ReasonerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "challenger.prompt_style": ("paper", "compact"),
+    "loss.aggregation": ("token_sum", "token_mean", "seq_mean"),
+    "loss.implementation": ("auto", "reference", "fused"),
+    "train.backend": ("torch", "megatron"),
+    "train.megatron.transformer_impl": ("auto", "transformer_engine", "local"),
+    "rollout.engine": ("hf", "sglang"),
+    "rollout.sglang.weight_sync": ("disk", "tensor", "distributed"),
+}
+
+
+def _check_value(key: str, value: Any, annotation: Any) -> Any:
+    """Return `value` converted to `annotation`, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_value(key, value, option)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_check_value(f"{key}[{i}]", item, item_type) for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {annotation!r}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key {where}{unknown[0]} (known: {', '.join(sorted(names))})")
+    values = {}
+    for name, raw in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            values[name] = _build(annotation, raw or {}, key)
+        else:
+            value = _check_value(key, raw, annotation)
+            if key in CHOICES and value is not None and value not in CHOICES[key]:
+                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(CHOICES[key])}")
+            values[name] = value
+    return cls(**values)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    return key.split("."), yaml.safe_load(raw) if raw != "" else ""
+
+
+def _set_path(data: dict, path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {'.'.join(path)}: {part} is not a section")
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SpiceConfig:
+    """Read YAML at `path` (or the defaults) and apply `key=value` overrides, validating all."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    for text in overrides:
+        key, value = _parse_override(text)
+        _set_path(data, key, value)
+    config = _build(SpiceConfig, data, "")
+    validate(config)
+    return config
+
+
+def validate(config: SpiceConfig) -> None:
+    """Cross-field checks that a type alone cannot express."""
+    positive = {
+        "run.iterations": config.run.iterations,
+        "run.documents_per_iteration": config.run.documents_per_iteration,
+        "challenger.attempts_per_document": config.challenger.attempts_per_document,
+        "reasoner.samples": config.reasoner.samples,
+        "optim.micro_batch_size": config.optim.micro_batch_size,
+        "corpus.max_segment_tokens": config.corpus.max_segment_tokens,
+        "challenger.max_new_tokens": config.challenger.max_new_tokens,
+        "reasoner.max_new_tokens": config.reasoner.max_new_tokens,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key}: must be at least 1, got {value}")
+    if config.reasoner.samples < 2:
+        raise ConfigError("reasoner.samples: the challenger reward needs at least 2 answers per task")
+    for name in config.challenger.formats:
+        if name not in ("mcq", "free_form"):
+            raise ConfigError(f"challenger.formats: {name!r} is not one of mcq, free_form")
+    if not config.challenger.formats:
+        raise ConfigError("challenger.formats: needs at least one format")
+    if config.loss.clip_low < 0 or config.loss.clip_high < 0:
+        raise ConfigError("loss.clip_low / loss.clip_high: must be non-negative")
+    if config.loss.tis_cap is not None and config.loss.tis_cap <= 0:
+        raise ConfigError(f"loss.tis_cap: must be positive, got {config.loss.tis_cap}")
+
+
+def to_dict(config: SpiceConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: SpiceConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def describe_options(cls: type = SpiceConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(key, type, default) for every leaf option: what `spice train --help` prints."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    default = cls()
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        annotation = hints[f.name]
+        if dataclasses.is_dataclass(annotation):
+            rows.extend(describe_options(annotation, key + "."))
+        else:
+            type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+            rows.append((key, type_name, getattr(default, f.name)))
+    return rows
