@@ -7,6 +7,8 @@ Megatron-Core or SGLang use those libraries' own option names.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,13 +26,13 @@ class ConfigError(ValueError):
 class ModelConfig:
     path: str = "embedded"  # a local Hugging Face folder, or "embedded" (SmolLM2-135M-Instruct)
     dtype: str = "float32"  # float32 | bfloat16 | float16
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # passed to transformers' from_pretrained
 
 
 @dataclass
 class CorpusConfig:
     path: str = "embedded"  # jsonl / parquet file, folder of .txt/.md files, or "embedded"
-    text_field: str = "text"
+    text_field: str = "text"  # jsonl/parquet field holding the document text
     max_segment_tokens: int = 512  # documents are cut into pieces of at most this many tokens
     limit: int | None = None  # read at most this many documents
 
@@ -41,8 +43,8 @@ class ChallengerConfig:
     select_format: bool = True  # ask the model for MCQ vs free form first (paper); else pick at random
     prompt_style: str = "paper"  # paper | compact (short prompts for small models on a CPU)
     constrained_decoding: bool = False  # decode the task JSON under its JSON schema
-    max_new_tokens: int = 512
-    temperature: float = 1.0
+    max_new_tokens: int = 512  # tokens per challenger task
+    temperature: float = 1.0  # paper: 1.0 for both roles
     top_p: float = 1.0
     formats: list[str] = field(default_factory=lambda: ["mcq", "free_form"])
 
@@ -50,7 +52,7 @@ class ChallengerConfig:
 @dataclass
 class ReasonerConfig:
     samples: int = 8  # G: answers per task
-    max_new_tokens: int = 512
+    max_new_tokens: int = 512  # tokens per reasoner answer
     temperature: float = 1.0
     top_p: float = 1.0
 
@@ -70,13 +72,13 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-6
+    lr: float = 1e-6  # AdamW, constant (paper: 1e-6)
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # max gradient norm
     micro_batch_size: int = 4  # sequences per forward/backward; gradients accumulate over the batch
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute activations in backward (torch backend)
 
 
 @dataclass
@@ -99,7 +101,7 @@ class MegatronConfig:
 
 @dataclass
 class TrainConfig:
-    backend: str = "torch"  # torch | megatron
+    backend: str = "torch"  # torch (HF model, DDP under torchrun) | megatron (TP/PP, FP8)
     megatron: MegatronConfig = field(default_factory=MegatronConfig)
 
 
@@ -134,20 +136,20 @@ class RolloutConfig:
 class EvalConfig:
     every: int = 0  # evaluate every N iterations (0: never during training)
     benchmarks: list[str] = field(default_factory=lambda: ["gsm8k", "math500", "arc_challenge"])
-    limit: int | None = 50
-    samples: int = 1
+    limit: int | None = 50  # items per benchmark
+    samples: int = 1  # answers per item (mean score); 1 with temperature 0 is greedy
     temperature: float = 0.0
     max_new_tokens: int = 512
 
 
 @dataclass
 class RunConfig:
-    dir: str = "runs/spice"
-    iterations: int = 640
-    documents_per_iteration: int = 128
-    seed: int = 0
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 2
+    dir: str = "runs/spice"  # run folder: config.yaml, metrics.jsonl, tasks.jsonl, checkpoints/
+    iterations: int = 640  # SPICE iterations (paper: 640)
+    documents_per_iteration: int = 128  # documents sampled per iteration (paper: 128)
+    seed: int = 0  # seeds document sampling and generation; a resumed run repeats them
+    checkpoint_every: int = 1  # iterations between checkpoints (a stop or the end always saves)
+    keep_checkpoints: int = 2  # most recent checkpoints kept
 
 
 @dataclass
@@ -318,10 +320,21 @@ def dump_config(config: SpiceConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
-def describe_options(cls: type = SpiceConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
-    """(key, type, default) for every leaf option: what `spice train --help` prints."""
+def _field_comments(cls: type) -> dict[str, str]:
+    """The `# comment` after each field in the class source: the documentation `--help` shows."""
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        match = re.match(r"\s+(\w+): [^#]*#\s*(.+)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2).strip()
+    return comments
+
+
+def describe_options(cls: type = SpiceConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, comment) for every leaf option: what `spice train --help` prints."""
     rows = []
     hints = typing.get_type_hints(cls)
+    comments = _field_comments(cls)
     default = cls()
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
@@ -330,5 +343,5 @@ def describe_options(cls: type = SpiceConfig, prefix: str = "") -> list[tuple[st
             rows.extend(describe_options(annotation, key + "."))
         else:
             type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-            rows.append((key, type_name, getattr(default, f.name)))
+            rows.append((key, type_name, getattr(default, f.name), comments.get(f.name, "")))
     return rows

@@ -1,0 +1,100 @@
+"""`spice train | eval | plot | coevolve | serve | bench {loss,verify,train}`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from spice.config import ConfigError, describe_options, load_config
+
+# subcommand -> module exposing add_arguments(parser) and run(args) -> int
+COMMANDS = {
+    "eval": ("spice.eval.command", "evaluate a model on benchmarks (GSM8K, MATH-500, ARC, local jsonl)"),
+    "plot": ("spice.plot", "draw a run's training curves to PNG"),
+    "coevolve": ("spice.eval.coevolution", "pass rate of one checkpoint's reasoner on another's tasks"),
+    "serve": ("spice.serve", "CPU stand-in for an SGLang server (subset of its HTTP API)"),
+}
+BENCHMARKS = {
+    "loss": ("spice.bench.loss", "fused GRPO loss vs materialized logits: time and peak memory"),
+    "verify": ("spice.bench.verify", "answer verification throughput: fast path, math-verify, combined"),
+    "train": ("spice.bench.train", "training step tokens/s and MFU (Megatron backend)"),
+}
+
+
+def _options_epilog() -> str:
+    rows = describe_options()
+    width = max(len(key) for key, _, _, _ in rows)
+    lines = ["configuration options (set in the YAML file or as key=value overrides):"]
+    for key, type_name, default, comment in rows:
+        text = f"  {key:<{width}}  {type_name} = {default!r}"
+        lines.append(text + (f"  # {comment}" if comment else ""))
+    return "\n".join(lines)
+
+
+def _add_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="run SPICE self-play training",
+        description="Run SPICE: the challenger writes tasks from corpus documents, the reasoner answers "
+                    "them, both roles are trained with Dr. GRPO. Runs under torchrun for data parallelism.",
+        epilog=_options_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config file (e.g. examples/cpu_demo.yaml); defaults otherwise")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its last checkpoint (its config.yaml is used; "
+                             "overrides still apply, e.g. run.iterations=20)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. run.iterations=4")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from spice.run import resume_config, train
+
+    if args.resume:
+        if args.config:
+            raise ConfigError("--resume uses the run's saved config.yaml; pass overrides instead of --config")
+        config = resume_config(args.resume, args.overrides)
+        return train(config, resume=True)
+    return train(load_config(args.config, args.overrides))
+
+
+def _add_module(subparsers, name: str, module_name: str, help_text: str) -> None:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        parser.set_defaults(handler=lambda args, e=error: _unavailable(name, e))
+        return
+    module.add_arguments(parser)
+    parser.set_defaults(handler=module.run)
+
+
+def _unavailable(name: str, error: Exception) -> int:
+    print(f"spice {name}: unavailable in this installation ({error})", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spice", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_train(subparsers)
+    for name, (module_name, help_text) in COMMANDS.items():
+        _add_module(subparsers, name, module_name, help_text)
+    bench = subparsers.add_parser("bench", help="benchmarks (loss, verify, train)")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
+    for name, (module_name, help_text) in BENCHMARKS.items():
+        _add_module(bench_sub, name, module_name, help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _run_train(args)
+        return args.handler(args)
+    except ConfigError as error:
+        print(f"spice: config error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""A training run: set up the pieces, resume if asked, and repeat `spice.loop`'s iteration with
+records, checkpoints, evaluation and a graceful stop."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.distributed as dist
+from tqdm import tqdm
+
+from spice import checkpoint, loop, telemetry
+from spice.config import SpiceConfig, dump_config, load_config
+from spice.corpus import load_corpus, segment_documents
+from spice.embedded import resolve_corpus_path, resolve_model_path
+from spice.rollout.base import RolloutEngine
+from spice.train.base import TrainBackend
+
+
+def make_rollout_engine(config: SpiceConfig, model_dir: Path) -> RolloutEngine:
+    if config.rollout.engine == "sglang":
+        from spice.rollout.sglang import SGLangRolloutEngine
+
+        return SGLangRolloutEngine(config, model_dir)
+    from spice.rollout.hf import HFRolloutEngine
+
+    return HFRolloutEngine(model_dir, dtype=config.model.dtype, batch_size=config.rollout.batch_size,
+                           seed=config.run.seed)
+
+
+def make_train_backend(config: SpiceConfig, model_dir: Path) -> TrainBackend:
+    if config.train.backend == "megatron":
+        from spice.train.megatron.backend import MegatronBackend
+
+        return MegatronBackend(config, model_dir)
+    from spice.train.torch_backend import TorchBackend
+
+    return TorchBackend(config, model_dir)
+
+
+class StopSwitch:
+    """SIGINT/SIGTERM or a STOP file in the run folder: finish the step, checkpoint, exit 0."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.file = run_dir / "STOP"
+        self.signalled = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signalled:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signalled = True
+        print(f"\nspice: received {signal.Signals(signum).name}; finishing this iteration, then "
+              "checkpointing (send again to abort)", file=sys.stderr, flush=True)
+
+    def requested(self) -> bool:
+        return self.signalled or self.file.exists()
+
+
+@dataclass
+class RunState:
+    next_iteration: int = 0
+    weight_version: int = 0
+
+
+def _truncate(path: Path, size: int) -> None:
+    """Drop rows written after the checkpoint: they belong to an iteration that will be redone."""
+    if path.exists() and path.stat().st_size > size:
+        with open(path, "r+b") as handle:
+            handle.truncate(size)
+
+
+def _broadcast(value, rank: int, world: int):
+    if world == 1:
+        return value
+    holder = [value if rank == 0 else None]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def prepare_run_dir(config: SpiceConfig, resume: bool) -> Path:
+    run_dir = Path(config.run.dir)
+    if not resume and (run_dir / "checkpoints" / "latest").exists():
+        raise SystemExit(f"spice: {run_dir} already holds a run; resume it with `spice train --resume "
+                         f"{run_dir}` or choose another run.dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def train(config: SpiceConfig, resume: bool = False) -> int:
+    """Run `config.run.iterations` SPICE iterations (continuing a checkpointed run when `resume`)."""
+    run_dir = prepare_run_dir(config, resume)
+    model_dir = resolve_model_path(config.model.path)
+    backend = make_train_backend(config, model_dir)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    main = rank == 0
+    if main:
+        dump_config(config, run_dir / "config.yaml")
+    metrics_path, tasks_path = run_dir / "metrics.jsonl", run_dir / "tasks.jsonl"
+
+    state = RunState()
+    latest = checkpoint.latest_checkpoint(run_dir) if resume else None
+    if latest is not None:
+        saved = checkpoint.load_checkpoint(latest, backend)
+        state = RunState(saved["next_iteration"], saved["weight_version"])
+        if main:
+            _truncate(metrics_path, saved["metrics_bytes"])
+            _truncate(tasks_path, saved["tasks_bytes"])
+            print(f"spice: resumed {run_dir} at iteration {state.next_iteration} from {latest.name}")
+
+    engine, tokenizer, corpus = None, None, None
+    if main:
+        engine = make_rollout_engine(config, model_dir)
+        tokenizer = engine.tokenizer
+        corpus_path = resolve_corpus_path(config.corpus.path)
+        corpus = load_corpus(corpus_path, text_field=config.corpus.text_field, limit=config.corpus.limit)
+        corpus.documents = segment_documents(corpus.documents, tokenizer, config.corpus.max_segment_tokens)
+        print(f"spice: {len(corpus.documents)} document segments from {corpus_path}; model {model_dir}; "
+              f"rollout {config.rollout.engine}, backend {config.train.backend}, world size {world}")
+    if state.weight_version:
+        _sync(backend, engine, state.weight_version)
+
+    stop = StopSwitch(run_dir)
+    total = config.run.iterations
+    while state.next_iteration < total:
+        index = state.next_iteration
+        iteration, batch = None, None
+        if main:
+            expected = config.run.documents_per_iteration * (
+                int(config.challenger.select_format) + config.challenger.attempts_per_document
+                + config.reasoner.samples)
+            with tqdm(total=expected, desc=f"iteration {index + 1}/{total}", unit="seq", leave=False,
+                      file=sys.stderr, disable=None) as bar:
+                engine.progress = bar.update
+                iteration, batch = loop.run_rollouts(engine, tokenizer, corpus, config, index)
+                engine.progress = None
+        batch = _broadcast(batch, rank, world)
+        train_metrics = loop.update_policy(backend, batch)
+        sync_metrics = _sync(backend, engine, state.weight_version + 1)
+        state = RunState(index + 1, state.weight_version + 1)
+        if main:
+            iteration.train_metrics, iteration.sync_metrics = train_metrics, sync_metrics
+            metrics = telemetry.iteration_metrics(iteration, config.reasoner.samples)
+            if config.eval.every and (index + 1) % config.eval.every == 0:
+                from spice.eval.runner import evaluate_during_training
+
+                metrics.update(evaluate_during_training(engine, tokenizer, config.eval))
+            telemetry.append_jsonl(tasks_path, telemetry.task_records(iteration, index))
+            telemetry.append_jsonl(metrics_path, [metrics])
+            print(telemetry.summary_line(metrics, total), flush=True)
+        stopping = _broadcast(stop.requested(), rank, world)
+        last = state.next_iteration == total
+        if stopping or last or state.next_iteration % config.run.checkpoint_every == 0:
+            _save(run_dir, backend, state, config, rank, world)
+        if stopping:
+            if main:
+                print(f"spice: stopped after iteration {index + 1}; resume with "
+                      f"`spice train --resume {run_dir}`", flush=True)
+            break
+    if engine is not None:
+        engine.close()
+    return 0
+
+
+def _sync(backend: TrainBackend, engine: RolloutEngine | None, version: int) -> dict:
+    """Weights to the engine on rank 0; other ranks take part in the gather and drop the result."""
+    if engine is not None:
+        return loop.sync_weights(backend, engine, version)
+    for _ in backend.named_weights():
+        pass
+    return {}
+
+
+def _save(run_dir: Path, backend: TrainBackend, state: RunState, config: SpiceConfig, rank: int,
+          world: int) -> None:
+    sizes = {"metrics_bytes": 0, "tasks_bytes": 0}
+    for key, name in (("metrics_bytes", "metrics.jsonl"), ("tasks_bytes", "tasks.jsonl")):
+        path = run_dir / name
+        sizes[key] = path.stat().st_size if path.exists() else 0
+    loop_state = {"next_iteration": state.next_iteration, "weight_version": state.weight_version, **sizes}
+    checkpoint.save_checkpoint(run_dir, state.next_iteration, backend, loop_state,
+                               keep=config.run.keep_checkpoints, rank=rank, world=world)
+
+
+def resume_config(run_dir: str | Path, overrides: list[str]) -> SpiceConfig:
+    """The saved config of a run, with overrides (e.g. `run.iterations=...`)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise SystemExit(f"spice: {run_dir} is not a run folder (no config.yaml)")
+    config = load_config(path, overrides)
+    config.run.dir = str(run_dir)
+    return config
+
