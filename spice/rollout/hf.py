@@ -107,8 +107,7 @@ class HFRolloutEngine:
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> dict:
         """Copy HF-named tensors into the served model in place; unknown names are an error."""
         started = time.perf_counter()
-        params = dict(self.model.named_parameters())
-        params.update(dict(self.model.named_buffers()))
+        params = self.model.state_dict()  # views sharing storage with the parameters (tied ones too)
         moved = 0
         for name, tensor in named_tensors:
             if name not in params:
