@@ -19,7 +19,7 @@ from spice.chat import chat_prompt_ids
 from spice.config import SpiceConfig
 from spice.corpus import Corpus, Document
 from spice.rollout.base import Completion, RolloutEngine, SamplingParams
-from spice.scoring import score_iteration
+from spice.scoring import Scores, score_iteration
 from spice.tasks import Invalid, Task
 from spice.train.base import Batch, TrainBackend
 from spice.verify import verify_batch
@@ -47,7 +47,7 @@ class Iteration:
     reasoner_prompts: list[list[int]] = field(default_factory=list)  # one per valid trained task
     answers: list[list[Completion]] = field(default_factory=list)  # G per valid trained task
     verdicts: torch.Tensor | None = None  # int8 [len(trained), G]
-    scores: dict[str, torch.Tensor] = field(default_factory=dict)
+    scores: Scores | None = None
     format_choice_invalid: int = 0
     train_metrics: dict = field(default_factory=dict)
     sync_metrics: dict = field(default_factory=dict)
@@ -160,7 +160,7 @@ def verify_answers(trained: list[ChallengerSample], answers: list[list[Completio
 
 
 def score(trained: list[ChallengerSample], verdicts: torch.Tensor, config: SpiceConfig,
-          batch_shape: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+          batch_shape: tuple[torch.Tensor, torch.Tensor]) -> Scores:
     """Rewards of both roles and per-token Dr. GRPO advantages (one baseline per role)."""
     sequence_source, loss_mask = batch_shape
     valid = torch.tensor([isinstance(s.result, Task) for s in trained], dtype=torch.bool)
@@ -222,7 +222,7 @@ def run_rollouts(engine: RolloutEngine, tokenizer, corpus: Corpus, config: Spice
     batch, sources = build_sequences(trained, reasoner_prompts, answers, config.reasoner.samples,
                                      tokenizer.pad_token_id)
     scores = score(trained, verdicts, config, (sources, batch.loss_mask))
-    batch.advantages = scores["token_advantages"]
+    batch.advantages = scores.token_advantages
     lap("rewards")
     iteration = Iteration(index, documents, attempts, trained, reasoner_prompts, answers, verdicts, scores,
                           format_invalid, seconds=seconds)

@@ -38,7 +38,7 @@ def iteration_metrics(it: Iteration, samples: int) -> dict:
     reasons = Counter(s.result.reason for s in it.attempts if not isinstance(s.result, Task))
     valid_rows = [row for row, s in enumerate(it.trained) if isinstance(s.result, Task)]
     correct_counts = [int(it.verdicts[row].sum()) for row in valid_rows]
-    challenger_rewards = it.scores["challenger_rewards"].tolist() if len(it.trained) else []
+    challenger_rewards = it.scores.challenger_rewards.tolist() if len(it.trained) else []
     challenger_lengths = [len(s.completion.token_ids) for s in it.attempts]
     reasoner_lengths = [len(c.token_ids) for group in it.answers for c in group]
     rollout_tokens = sum(challenger_lengths) + sum(reasoner_lengths)
@@ -85,13 +85,13 @@ def task_records(it: Iteration, weight_version: int) -> list[dict]:
             "trained": row is not None, "challenger_output": sample.completion.text,
         }
         if row is not None:
-            record["challenger_reward"] = float(it.scores["challenger_rewards"][row])
+            record["challenger_reward"] = float(it.scores.challenger_rewards[row])
         if isinstance(sample.result, Task):
             task = sample.result
             record.update(status="valid", question=task.question, answer=task.answer,
                           options=list(task.options), quote=task.quote)
             if row in answers_of:
-                rewards = it.scores["reasoner_rewards"][row].tolist()
+                rewards = it.scores.reasoner_rewards[row].tolist()
                 record["reasoner"] = [
                     {"answer": extract_answer(c.text, task.kind), "reward": r,
                      "finish_reason": c.finish_reason, "weight_version": c.weight_version, "response": c.text}

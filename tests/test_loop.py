@@ -1,0 +1,93 @@
+import json
+
+import torch
+
+from spice import loop
+from spice.config import load_config
+from spice.corpus import load_corpus
+from spice.rollout.hf import HFRolloutEngine
+from spice.tasks import Invalid, Task
+from spice.telemetry import iteration_metrics, task_records
+from spice.train.torch_backend import TorchBackend
+from tests.scripted import ScriptedChallengerEngine
+
+DOCUMENTS = [
+    "Marie Curie was born in Warsaw in 1867 and won two Nobel Prizes, in physics and in chemistry.",
+    "The Danube flows through ten countries, more than any other river in the world, before the Black Sea.",
+    "Photosynthesis in plants converts light energy, water and carbon dioxide into glucose and oxygen.",
+]
+
+
+def make_corpus(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in DOCUMENTS))
+    return load_corpus(path), path
+
+
+def config_for(tmp_path, corpus_path, model, *extra):
+    return load_config(None, [
+        f"run.dir={tmp_path / 'run'}", "run.iterations=2", "run.documents_per_iteration=2",
+        f"model.path={model}", f"corpus.path={corpus_path}", "challenger.attempts_per_document=2",
+        "challenger.select_format=false", "challenger.formats=[mcq]", "challenger.max_new_tokens=12",
+        "reasoner.samples=2", "reasoner.max_new_tokens=8", "optim.lr=1e-3", "optim.micro_batch_size=4",
+        "challenger.prompt_style=compact", *extra])
+
+
+def test_one_iteration_end_to_end_changes_the_weights(tiny_model, tmp_path):
+    corpus, corpus_path = make_corpus(tmp_path)
+    config = config_for(tmp_path, corpus_path, tiny_model)
+    engine = ScriptedChallengerEngine(HFRolloutEngine(tiny_model, batch_size=8), corpus.documents)
+    backend = TorchBackend(config, tiny_model)
+    before = {n: t.clone() for n, t in backend.named_weights()}
+
+    iteration, batch = loop.run_rollouts(engine, engine.tokenizer, corpus, config, 0)
+    assert len(iteration.documents) == 2 and len(iteration.attempts) == 4
+    assert sum(isinstance(s.result, Task) for s in iteration.trained) == 2  # one kept per document
+    assert sum(isinstance(s.result, Invalid) for s in iteration.trained) == 2  # random JSON is invalid
+    assert iteration.verdicts.shape == (4, 2)
+    assert batch.num_sequences == 4 + 2 * 2
+    assert batch.roles.count("reasoner") == 4
+    # rewards: invalid -0.1, valid tasks the Gaussian of the variance; one baseline for the role
+    rewards = iteration.scores.challenger_rewards
+    assert torch.allclose(rewards[[1, 3]], torch.tensor([-0.1, -0.1]))
+    assert (rewards[[0, 2]] > 0).all()
+    assert batch.advantages[batch.loss_mask == 0].abs().sum() == 0
+    challenger_adv = batch.advantages[:4].sum(1)
+    assert (challenger_adv != 0).any()
+
+    metrics = loop.update_policy(backend, batch)
+    assert metrics["grad_norm"] > 0
+    changed = sum(not torch.equal(t, before[n]) for n, t in backend.named_weights())
+    assert changed == len(before)
+    sync = loop.sync_weights(backend, engine, 1)
+    assert sync["gigabytes"] > 0 and engine.weight_version == 1
+    for name, tensor in engine.engine.model.state_dict().items():
+        assert torch.equal(tensor, dict(backend.named_weights())[name])
+
+    iteration.train_metrics = metrics
+    row = iteration_metrics(iteration, config.reasoner.samples)
+    assert row["valid_task_rate"] == 0.5
+    assert row["documents_with_task"] == 1.0
+    assert sum(row["correct_histogram"]) == 2
+    assert set(row["invalid_reasons"]) <= set(__import__("spice.tasks").tasks.INVALID_REASONS)
+    records = task_records(iteration, 0)
+    assert len(records) == 4
+    valid = [r for r in records if r["status"] == "valid"]
+    assert all(len(r["reasoner"]) == 2 and r["document_id"] for r in valid)
+
+
+def test_kinds_come_from_the_allowed_formats(tiny_model, tmp_path):
+    corpus, corpus_path = make_corpus(tmp_path)
+    config = config_for(tmp_path, corpus_path, tiny_model, "challenger.formats=[free_form]")
+    kinds, failed = loop.choose_kinds(None, None, corpus.documents, config, 0)
+    assert failed == 0 and set(kinds) <= {"integer", "float", "expression", "string"}
+    assert kinds == loop.choose_kinds(None, None, corpus.documents, config, 0)[0]
+
+
+def test_format_selection_by_the_model_falls_back_when_unparsable(tiny_model, tmp_path):
+    corpus, corpus_path = make_corpus(tmp_path)
+    config = config_for(tmp_path, corpus_path, tiny_model, "challenger.select_format=true")
+    engine = HFRolloutEngine(tiny_model)
+    kinds, failed = loop.choose_kinds(engine, engine.tokenizer, corpus.documents, config, 0)
+    assert len(kinds) == 3 and failed == 3  # a random model never writes the JSON verdict
+    assert set(kinds) == {"mcq"}
