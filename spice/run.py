@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from spice import checkpoint, loop, telemetry
 from spice.config import SpiceConfig, dump_config, load_config
-from spice.corpus import load_corpus, segment_documents
+from spice.corpus import load_corpus
 from spice.embedded import resolve_corpus_path, resolve_model_path
 from spice.rollout.base import RolloutEngine
 from spice.train.base import TrainBackend
@@ -123,7 +123,7 @@ def train(config: SpiceConfig, resume: bool = False) -> int:
         tokenizer = engine.tokenizer
         corpus_path = resolve_corpus_path(config.corpus.path)
         corpus = load_corpus(corpus_path, text_field=config.corpus.text_field, limit=config.corpus.limit)
-        corpus.documents = segment_documents(corpus.documents, tokenizer, config.corpus.max_segment_tokens)
+        corpus = corpus.segmented(tokenizer, config.corpus.max_segment_tokens)
         print(f"spice: {len(corpus.documents)} document segments from {corpus_path}; model {model_dir}; "
               f"rollout {config.rollout.engine}, backend {config.train.backend}, world size {world}")
     if state.weight_version:
