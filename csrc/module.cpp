@@ -3,6 +3,13 @@
 
 namespace py = pybind11;
 
+namespace spice::verify {
+void register_bindings(py::module_& m);
+}
+namespace spice::scoring {
+void register_bindings(py::module_& m);
+}
+
 namespace {
 
 bool built_with_cuda() {
@@ -18,4 +25,6 @@ bool built_with_cuda() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Compiled fast paths of spice (answer verification, reward scoring).";
   m.def("built_with_cuda", &built_with_cuda, "Whether the CUDA sources were compiled into this module.");
+  spice::verify::register_bindings(m);
+  spice::scoring::register_bindings(m);
 }
