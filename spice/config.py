@@ -64,7 +64,7 @@ class LossConfig:
     aggregation: str = "token_sum"  # token_sum (Dr. GRPO, / constant) | token_mean | seq_mean
     normalizer: float | None = None  # token_sum's constant; None: the longer max_new_tokens of the roles
     tis_cap: float | None = None  # truncated importance sampling against rollout logprobs
-    kl_coef: float = 0.0  # k3 KL to the initial policy (paper: 0)
+    kl_coef: float = 0.0  # k3 KL coefficient; must be 0 in training (no reference policy is kept; paper: 0)
     std_normalize: bool = False  # divide advantages by the group std (GRPO); off for Dr. GRPO
     invalid_penalty: float = -0.1  # challenger reward for an invalid task
     implementation: str = "auto"  # auto | reference | fused (Triton kernel; auto = fused on CUDA)
@@ -313,6 +313,9 @@ def validate(config: SpiceConfig) -> None:
         raise ConfigError("challenger.formats: needs at least one format")
     if config.loss.clip_low < 0 or config.loss.clip_high < 0:
         raise ConfigError("loss.clip_low / loss.clip_high: must be non-negative")
+    if config.loss.kl_coef != 0.0:
+        raise ConfigError("loss.kl_coef: the training backends keep no reference policy, so KL is not "
+                          "available in training (the paper uses none); the loss functions support it")
     if config.loss.tis_cap is not None and config.loss.tis_cap <= 0:
         raise ConfigError(f"loss.tis_cap: must be positive, got {config.loss.tis_cap}")
 
