@@ -139,10 +139,12 @@ def train(config: SpiceConfig, resume: bool = False) -> int:
                 int(config.challenger.select_format) + config.challenger.attempts_per_document
                 + config.reasoner.samples)
             with tqdm(total=expected, desc=f"iteration {index + 1}/{total}", unit="seq", leave=False,
-                      file=sys.stderr, disable=None) as bar:
+                      file=sys.stderr, mininterval=2.0) as bar:
                 engine.progress = bar.update
                 iteration, batch = loop.run_rollouts(engine, tokenizer, corpus, config, index)
                 engine.progress = None
+            if config.rollout.engine == "sglang" and config.rollout.sglang.weight_sync == "tensor":
+                engine.release_memory()  # colocated: the trainer gets the GPUs; update_weights resumes
         batch = _broadcast(batch, rank, world)
         train_metrics = loop.update_policy(backend, batch)
         sync_metrics = _sync(backend, engine, state.weight_version + 1)
