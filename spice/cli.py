@@ -56,8 +56,11 @@ def _run_train(args: argparse.Namespace) -> int:
     return train(load_config(args.config, args.overrides))
 
 
-def _add_module(subparsers, name: str, module_name: str, help_text: str) -> None:
+def _add_module(subparsers, name: str, module_name: str, help_text: str, load: bool) -> None:
+    """A subcommand whose options come from its module; the module is imported only when chosen."""
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    if not load:
+        return
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -72,21 +75,24 @@ def _unavailable(name: str, error: Exception) -> int:
     return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI; only the module of the subcommand named in `argv` is imported (fast `--help`)."""
+    words = [w for w in (sys.argv[1:] if argv is None else argv) if not w.startswith("-")]
+    chosen = words[:2]
     parser = argparse.ArgumentParser(prog="spice", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
     for name, (module_name, help_text) in COMMANDS.items():
-        _add_module(subparsers, name, module_name, help_text)
+        _add_module(subparsers, name, module_name, help_text, load=chosen[:1] == [name])
     bench = subparsers.add_parser("bench", help="benchmarks (loss, verify, train)")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)
     for name, (module_name, help_text) in BENCHMARKS.items():
-        _add_module(bench_sub, name, module_name, help_text)
+        _add_module(bench_sub, name, module_name, help_text, load=chosen == ["bench", name])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         if args.command == "train":
             return _run_train(args)
