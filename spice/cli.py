@@ -19,6 +19,8 @@ BENCHMARKS = {
     "loss": ("spice.bench.loss", "fused GRPO loss vs materialized logits: time and peak memory"),
     "verify": ("spice.bench.verify", "answer verification throughput: fast path, math-verify, combined"),
     "train": ("spice.bench.train", "training step tokens/s and MFU (Megatron backend)"),
+    "constrained": ("spice.bench.constrained",
+                    "challenger valid-task rate with and without schema-constrained decoding"),
 }
 
 
@@ -84,7 +86,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _add_train(subparsers)
     for name, (module_name, help_text) in COMMANDS.items():
         _add_module(subparsers, name, module_name, help_text, load=chosen[:1] == [name])
-    bench = subparsers.add_parser("bench", help="benchmarks (loss, verify, train)")
+    bench = subparsers.add_parser("bench", help="benchmarks (loss, verify, train, constrained)")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)
     for name, (module_name, help_text) in BENCHMARKS.items():
         _add_module(bench_sub, name, module_name, help_text, load=chosen == ["bench", name])

@@ -109,7 +109,7 @@ def generate_tasks(engine: RolloutEngine, tokenizer, documents: list[Document], 
             import json
 
             from spice.schemas import task_schema
-            schema = json.dumps(task_schema(kind))
+            schema = json.dumps(task_schema(kind, cfg.prompt_style))
         sampling = SamplingParams(n=cfg.attempts_per_document, temperature=cfg.temperature, top_p=cfg.top_p,
                                   max_new_tokens=cfg.max_new_tokens, json_schema=schema,
                                   seed=stage_seed(config.run.seed, iteration, f"challenger/{kind}"))

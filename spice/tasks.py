@@ -1,10 +1,45 @@
-"""Prompts of both roles, and turning challenger output into a validated `Task` or an `Invalid`."""
+"""Prompts of both roles, and turning challenger output into a validated `Task` or an `Invalid`.
+
+The challenger first picks a format for a document (a small JSON verdict), then writes the task as
+JSON: a self-contained question, its gold answer, a quote copied from the document that supports it,
+a worked solution and a difficulty. The reasoner sees only the question and boxes its answer."""
 
 from __future__ import annotations
 
+import re
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from spice.corpus import Document
+from spice.json_extract import ExtractError, extract_json_object
+
 ANSWER_KINDS = ("mcq", "integer", "float", "expression", "string")
+FREE_FORM_KINDS = ANSWER_KINDS[1:]
+PROMPT_STYLES = ("paper", "compact")
+LETTERS = ("A", "B", "C", "D")
+MIN_QUOTE_CHARS = 8  # a shorter quote ("1947", "yes") grounds nothing
+MAX_STRING_WORDS = 3  # the paper's short-string answers
+
+INVALID_REASONS: tuple[str, ...] = (
+    "no_json",  # no JSON object in the output
+    "truncated",  # an object is opened but the output ends before it closes
+    "malformed_json",  # braces balance but the object does not parse, even after repairs
+    "missing_field",  # a required key is absent
+    "wrong_type",  # a key holds the wrong JSON type (e.g. a list as the question)
+    "unknown_format",  # format verdict names neither mcq nor free form
+    "unknown_answer_type",  # free-form answer type outside integer|float|expression|string
+    "kind_mismatch",  # the task's answer_type contradicts the kind that was asked for
+    "empty_question",
+    "empty_answer",
+    "answer_type_mismatch",  # e.g. an "integer" answer that is not an integer
+    "mcq_options",  # not exactly four distinct non-empty options
+    "mcq_gold_letter",  # the gold answer is not one of A-D
+    "refers_to_document",  # "according to the text", "the passage above", ...
+    "empty_quote",
+    "quote_too_short",
+    "quote_not_in_document",  # the grounding check
+)
 
 
 @dataclass(frozen=True)
@@ -28,3 +63,317 @@ class Invalid:
     reason: str
     detail: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+# ---------------------------------------------------------------- prompts
+
+_ANSWER_RULES = {
+    "integer": 'an integer written with digits only, e.g. "42" or "-7"',
+    "float": 'a decimal number written with digits, e.g. "3.75"',
+    "expression": 'a mathematical expression in plain text, e.g. "(x+1)^2" or "sqrt(3)/2"',
+    "string": "a short name or phrase of at most three words",
+}
+_SELF_CONTAINED = ('The question must make sense to someone who never saw the document: name its subject '
+                   'explicitly and never refer to "the text", "the passage", "the document", "the article", '
+                   '"the author" or "the above".')
+_PAPER_SYSTEM = ("You are the challenger in a self-play game. You read real documents and write challenging "
+                 "questions whose answers can be checked automatically.")
+_COMPACT_SYSTEM = "You write quiz questions as JSON."
+
+
+def _check_style(style: str) -> None:
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"prompt style {style!r} is not one of {PROMPT_STYLES}")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ANSWER_KINDS:
+        raise ValueError(f"task kind {kind!r} is not one of {ANSWER_KINDS}")
+
+
+def format_selection_messages(document: Document, style: str = "paper") -> list[dict]:
+    """Chat messages asking which format (mcq or free form with an answer type) suits `document`."""
+    _check_style(style)
+    if style == "compact":
+        return [{"role": "system", "content": _COMPACT_SYSTEM}, {"role": "user", "content": (
+            f"Document:\n{document.text}\n\nWhich question type fits it? Reply in JSON: "
+            '{"format": "mcq"} or {"format": "free_form", "answer_type": "integer|float|expression|string"}.')}]
+    types = "\n".join(f'  - "{kind}": {rule}' for kind, rule in _ANSWER_RULES.items())
+    return [{"role": "system", "content": _PAPER_SYSTEM}, {"role": "user", "content": (
+        "Read the document below and decide which kind of question it supports best.\n\n"
+        '- "mcq": a multiple-choice question with four options (A-D), exactly one correct. Good for '
+        "documents rich in concepts, definitions and comparisons that invite plausible distractors.\n"
+        '- "free_form": a question with one short answer that can be checked exactly; then choose its '
+        f"answer type:\n{types}\n\n"
+        "Prefer a question that needs reasoning (combining facts, a calculation, a deduction) over a lookup.\n\n"
+        f"<document>\n{document.text}\n</document>\n\n"
+        'Reply with only a JSON object: {"format": "mcq"} or '
+        '{"format": "free_form", "answer_type": "integer"} (or "float", "expression", "string").')}]
+
+
+def challenger_messages(document: Document, kind: str, style: str = "paper") -> list[dict]:
+    """Chat messages asking for one task of `kind` ("mcq" or a free-form answer type) about `document`;
+    the keys are asked for in the order of `spice.schemas.task_schema`."""
+    _check_kind(kind)
+    _check_style(style)
+    if style == "compact":
+        if kind == "mcq":
+            what = "a multiple-choice question"
+            keys = ("quote (copied from the document), question, options (4 strings), "
+                    "answer (A, B, C or D), difficulty (easy|medium|hard)")
+        else:
+            what = "a question whose answer is " + _ANSWER_RULES[kind]
+            keys = (f'answer_type ("{kind}"), quote (copied from the document), question, answer, '
+                    "difficulty (easy|medium|hard)")
+        return [{"role": "system", "content": _COMPACT_SYSTEM}, {"role": "user", "content": (
+            f"Document:\n{document.text}\n\nWrite {what} about a fact in this document. It must be "
+            f'self-contained: never say "the text" or "the passage". JSON keys: {keys}.')}]
+    if kind == "mcq":
+        task = ("Write one challenging multiple-choice question based on the document below.\n\nRequirements:\n"
+                f"- {_SELF_CONTAINED}\n"
+                "- Give exactly four distinct options; exactly one is correct and the three distractors "
+                "are plausible.\n")
+        keys = ('{"quote": "...", "question": "...", "options": ["...", "...", "...", "..."], '
+                '"solution": "...", "answer": "A, B, C or D", "difficulty": "easy, medium or hard"}')
+    else:
+        task = ("Write one challenging question with a single short answer based on the document below.\n\n"
+                f"Requirements:\n- {_SELF_CONTAINED}\n- The answer is {_ANSWER_RULES[kind]}.\n")
+        keys = (f'{{"answer_type": "{kind}", "quote": "...", "question": "...", "solution": "...", '
+                '"answer": "...", "difficulty": "easy, medium or hard"}')
+    return [{"role": "system", "content": _PAPER_SYSTEM}, {"role": "user", "content": (
+        f"{task}"
+        '- "quote": copy, word for word, a sentence or phrase from the document that supports the answer.\n'
+        '- "solution": a short step-by-step derivation of the answer.\n'
+        '- "difficulty": your estimate, "easy", "medium" or "hard".\n\n'
+        f"<document>\n{document.text}\n</document>\n\n"
+        f"Reply with only a JSON object with these keys, in this order:\n{keys}")}]
+
+
+def reasoner_messages(task: Task, style: str = "paper") -> list[dict]:
+    """Chat messages giving the reasoner the question alone (never the document), answer to be boxed."""
+    _check_style(style)
+    body = task.question.strip()
+    if task.kind == "mcq":
+        body += "\n\n" + "\n".join(f"{letter}. {option}" for letter, option in zip(LETTERS, task.options))
+        tail = ("Please reason step by step, and put the letter of the correct option (A, B, C or D) "
+                "within \\boxed{}." if style == "paper" else "Put the letter of your answer in \\boxed{}.")
+    else:
+        tail = ("Please reason step by step, and put your final answer within \\boxed{}."
+                if style == "paper" else "Put your final answer in \\boxed{}.")
+    return [{"role": "user", "content": f"{body}\n\n{tail}"}]
+
+
+# ---------------------------------------------------------------- parsing
+
+_FORMAT_WORDS = {"mcq": "mcq", "multiple_choice": "mcq", "multiplechoice": "mcq", "free_form": "free_form",
+                 "freeform": "free_form", "open": "free_form", "open_ended": "free_form"}
+_KIND_WORDS = {"integer": "integer", "int": "integer", "float": "float", "decimal": "float",
+               "number": "float", "numeric": "float", "real": "float", "expression": "expression",
+               "formula": "expression", "math": "expression", "latex": "expression", "string": "string",
+               "short_string": "string", "text": "string", "word": "string", "phrase": "string",
+               "name": "string", "mcq": "mcq"}
+_REFERS = re.compile(
+    r"\b(?:according to|in|from|based on|within|per|of|by)\s+(?:the|this|that)\s+(?:given\s+|provided\s+)?"
+    r"(?:text|passage|document|article|excerpt|paragraph|snippet|context|reading|story|source)s?\b"
+    r"|\b(?:the|this|that|above|following|preceding|given|provided)\s+(?:text|passage|document|article|"
+    r"excerpt|paragraph|snippet)s?\b"
+    r"|\bthe author\b|\bthe above\b|\b(?:mentioned|described|stated|discussed|listed|shown)\s+above\b",
+    re.IGNORECASE,
+)
+_INTEGER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)")
+_FLOAT = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?|[+-]?\.\d+(?:[eE][+-]?\d+)?")
+_EXPRESSION_CHARS = re.compile(r"[0-9A-Za-z\u0370-\u03ff\u221a\u03c0]")
+_OPTION_PREFIX = re.compile(r"^\s*\(?([A-Da-d])[).:]\s+")
+_GOLD_ALONE = re.compile(r"(?:option\s+)?\(?([A-Da-d])\)?[.:)]?", re.IGNORECASE)
+_GOLD_PREFIX = re.compile(r"(?:option\s+)?\(?([A-D])[).:]\s")
+_QUOTE_CHARS = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
+                              "\u2014": "-", "\u00a0": " "})
+
+
+def _normal(text: str) -> str:
+    """Case, width, typographic quotes and dashes, and whitespace folded, for the grounding check."""
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTE_CHARS).casefold()
+    return " ".join(text.split())
+
+
+def _word(value: object) -> str:
+    return " ".join(str(value).strip().lower().replace("-", "_").split()).replace(" ", "_")
+
+
+def parse_format_choice(text: str) -> tuple[str, str] | Invalid:
+    """Read the format verdict: ("mcq", "mcq") or ("free_form", answer kind), or an Invalid."""
+    if not isinstance(text, str):
+        return Invalid("no_json", f"expected text, got {type(text).__name__}")
+    try:
+        obj = extract_json_object(text)
+    except ExtractError as exc:
+        return Invalid(exc.reason, exc.detail)
+    raw = obj.get("format", obj.get("type"))
+    if raw is None:
+        return Invalid("missing_field", "format")
+    fmt = _FORMAT_WORDS.get(_word(raw))
+    if fmt is None:
+        return Invalid("unknown_format", str(raw)[:80])
+    if fmt == "mcq":
+        return ("mcq", "mcq")
+    raw_kind = obj.get("answer_type")
+    if raw_kind is None:
+        return Invalid("missing_field", "answer_type")
+    kind = _KIND_WORDS.get(_word(raw_kind))
+    if kind is None or kind == "mcq":
+        return Invalid("unknown_answer_type", str(raw_kind)[:80])
+    return ("free_form", kind)
+
+
+def _text_field(obj: dict, key: str, required: bool = True, numbers: bool = False) -> str | Invalid:
+    """The stripped string under `key`; numbers become their text where `numbers` allows it."""
+    if key not in obj or obj[key] is None:
+        return Invalid("missing_field", key) if required else ""
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return Invalid("wrong_type", f"{key} is {type(value).__name__}")
+    if not isinstance(value, str) and not numbers:
+        return Invalid("wrong_type", f"{key} is {type(value).__name__}")
+    return str(value).strip()
+
+
+def _answer_matches(answer: str, kind: str) -> bool:
+    """Whether a free-form gold answer has the shape its kind promises."""
+    if kind == "integer":
+        return _INTEGER.fullmatch(answer) is not None
+    if kind == "float":
+        return _FLOAT.fullmatch(answer) is not None
+    if kind == "string":
+        return len(answer.split()) <= MAX_STRING_WORDS
+    depth = {"(": 0, "[": 0, "{": 0}
+    closing = {")": "(", "]": "[", "}": "{"}
+    for ch in answer:
+        if ch in depth:
+            depth[ch] += 1
+        elif ch in closing:
+            depth[closing[ch]] -= 1
+            if depth[closing[ch]] < 0:
+                return False
+    return not any(depth.values()) and _EXPRESSION_CHARS.search(answer) is not None
+
+
+def _options(raw: object) -> tuple[str, ...] | Invalid:
+    """Four distinct non-empty options from a list or an {"A": ..., ...} mapping, letter prefixes removed."""
+    if isinstance(raw, dict):
+        upper = {str(k).strip().upper(): v for k, v in raw.items()}
+        if sorted(upper) != list(LETTERS):
+            return Invalid("mcq_options", f"option keys {sorted(upper)[:6]}")
+        raw = [upper[letter] for letter in LETTERS]
+    if not isinstance(raw, list):
+        return Invalid("wrong_type", f"options is {type(raw).__name__}")
+    if len(raw) != 4:
+        return Invalid("mcq_options", f"{len(raw)} options")
+    if any(isinstance(o, (bool, list, dict)) or o is None for o in raw):
+        return Invalid("wrong_type", "an option is not a string")
+    options = tuple(_OPTION_PREFIX.sub("", str(o)).strip() for o in raw)
+    if any(not o for o in options):
+        return Invalid("mcq_options", "an option is empty")
+    if len({_normal(o) for o in options}) != 4:
+        return Invalid("mcq_options", "options are not distinct")
+    return options
+
+
+def _gold_letter(answer: str, options: tuple[str, ...]) -> str | Invalid:
+    """The gold letter from "B", "(B)", "B) ...", "option b", or the exact text of one option."""
+    alone = _GOLD_ALONE.fullmatch(answer)
+    if alone:
+        return alone.group(1).upper()
+    same = [letter for letter, option in zip(LETTERS, options) if _normal(option) == _normal(answer)]
+    if len(same) == 1:
+        return same[0]
+    prefixed = _GOLD_PREFIX.match(answer)
+    if prefixed:
+        return prefixed.group(1)
+    return Invalid("mcq_gold_letter", answer[:80])
+
+
+def _grounded(quote: str, document: Document) -> Invalid | None:
+    """The grounding check: the quote (its parts, where it elides with "...") occurs in the document."""
+    text = _normal(quote).strip("\"'")
+    if not text:
+        return Invalid("empty_quote")
+    if len(text) < MIN_QUOTE_CHARS and len(text) < len(_normal(document.text)):
+        return Invalid("quote_too_short", text)
+    haystack, position = _normal(document.text), 0
+    for part in re.split(r"\.\.\.|\u2026", text):
+        part = part.strip()
+        if not part:
+            continue
+        found = haystack.find(part, position)
+        if found < 0:
+            return Invalid("quote_not_in_document", quote[:120])
+        position = found + len(part)
+    return None
+
+
+def parse_task(completion_text: str, document: Document, kind: str | None = None) -> Task | Invalid:
+    """Validate a challenger output for `document` into a Task, or name why it is unusable. `kind`
+    (one of ANSWER_KINDS) is what was asked for; None infers it from the JSON. Never raises on text."""
+    if kind is not None:
+        _check_kind(kind)
+    if not isinstance(completion_text, str):
+        return Invalid("no_json", f"expected text, got {type(completion_text).__name__}")
+    try:
+        obj = extract_json_object(completion_text)
+    except ExtractError as exc:
+        return Invalid(exc.reason, exc.detail)
+    stated = obj.get("answer_type")
+    stated_kind = _KIND_WORDS.get(_word(stated)) if isinstance(stated, (str, int, float)) else None
+    if kind is None:
+        if "options" in obj:
+            kind = "mcq"
+        elif stated is None:
+            return Invalid("missing_field", "answer_type (or options)")
+        elif stated_kind is None or stated_kind == "mcq":
+            return Invalid("unknown_answer_type", str(stated)[:80])
+        else:
+            kind = stated_kind
+    elif kind != "mcq" and stated is not None and stated_kind != kind:
+        return Invalid("kind_mismatch", f"asked for {kind}, answer_type is {str(stated)[:40]!r}")
+    fields = {}
+    for key, required in (("question", True), ("answer", True), ("quote", True), ("solution", False),
+                          ("difficulty", False)):
+        value = _text_field(obj, key, required, numbers=key in ("answer", "difficulty"))
+        if isinstance(value, Invalid):
+            return value
+        fields[key] = value
+    if not fields["question"]:
+        return Invalid("empty_question")
+    if not fields["answer"]:
+        return Invalid("empty_answer")
+    options: tuple[str, ...] = ()
+    answer = fields["answer"]
+    if kind == "mcq":
+        if "options" not in obj:
+            return Invalid("missing_field", "options")
+        options = _options(obj["options"])
+        if isinstance(options, Invalid):
+            return options
+        answer = _gold_letter(answer, options)
+        if isinstance(answer, Invalid):
+            return answer
+    elif not _answer_matches(answer, kind):
+        return Invalid("answer_type_mismatch", f"{kind} answer {answer[:60]!r}")
+    elif kind == "integer":
+        answer = str(int(answer.replace(",", "")))
+    if _REFERS.search(fields["question"]):
+        return Invalid("refers_to_document", _REFERS.search(fields["question"]).group(0))
+    ungrounded = _grounded(fields["quote"], document)
+    if ungrounded is not None:
+        return ungrounded
+    return Task(question=fields["question"], answer=answer, kind=kind, doc_id=document.id, options=options,
+                quote=fields["quote"], solution=fields["solution"], difficulty=fields["difficulty"])
+
+
+def reason_counts(results: Iterable[Task | Invalid]) -> dict[str, int]:
+    """Counts of "valid" and of every invalid reason (zeros included), for per-iteration metrics."""
+    counts = dict.fromkeys(("valid", *INVALID_REASONS), 0)
+    for result in results:
+        key = "valid" if isinstance(result, Task) else result.reason
+        counts[key] = counts.get(key, 0) + 1
+    return counts

@@ -76,7 +76,7 @@ class HFRolloutEngine:
             from spice.rollout.constrained import json_schema_logits_processor
 
             processor = json_schema_logits_processor(self.tokenizer, sampling.json_schema,
-                                                     self.model.config.vocab_size)
+                                                     self.model.config.vocab_size, stop_token_ids=self.eos_ids)
             options["logits_processor"] = LogitsProcessorList([processor])
         output = self.model.generate(input_ids=input_ids, attention_mask=attention, **options)
         new_tokens = output.sequences[:, width:]
