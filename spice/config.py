@@ -42,7 +42,7 @@ class ChallengerConfig:
     attempts_per_document: int = 4  # samples per document; one valid task is kept (paper: up to 1024)
     select_format: bool = True  # ask the model for MCQ vs free form first (paper); else pick at random
     prompt_style: str = "paper"  # paper | compact (short prompts for small models on a CPU)
-    constrained_decoding: bool = False  # decode the task JSON under its JSON schema
+    constrained_decoding: bool | None = None  # decode task JSON under its schema; None: on for the embedded model
     max_new_tokens: int = 512  # tokens per challenger task
     temperature: float = 1.0  # paper: 1.0 for both roles
     top_p: float = 1.0
@@ -318,6 +318,14 @@ def validate(config: SpiceConfig) -> None:
                           "available in training (the paper uses none); the loss functions support it")
     if config.loss.tis_cap is not None and config.loss.tis_cap <= 0:
         raise ConfigError(f"loss.tis_cap: must be positive, got {config.loss.tis_cap}")
+
+
+def constrained_decoding(config: SpiceConfig) -> bool:
+    """Whether the challenger decodes under its JSON schema: as configured, or by default only for the
+    small embedded model (the paper leaves format validity to the -0.1 penalty)."""
+    if config.challenger.constrained_decoding is None:
+        return config.model.path == "embedded"
+    return config.challenger.constrained_decoding
 
 
 def to_dict(config: SpiceConfig) -> dict[str, Any]:

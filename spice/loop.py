@@ -16,7 +16,7 @@ import torch
 
 from spice import tasks as task_lib
 from spice.chat import chat_prompt_ids
-from spice.config import SpiceConfig
+from spice.config import SpiceConfig, constrained_decoding
 from spice.corpus import Corpus, Document
 from spice.rollout.base import Completion, RolloutEngine, SamplingParams
 from spice.scoring import Scores, score_iteration
@@ -76,7 +76,7 @@ def choose_kinds(engine: RolloutEngine, tokenizer, documents: list[Document], co
     prompts = [chat_prompt_ids(tokenizer, task_lib.format_selection_messages(d, config.challenger.prompt_style))
                for d in documents]
     schema = None
-    if config.challenger.constrained_decoding:
+    if constrained_decoding(config):
         import json
 
         from spice.schemas import format_selection_schema
@@ -105,7 +105,7 @@ def generate_tasks(engine: RolloutEngine, tokenizer, documents: list[Document], 
         prompts = [chat_prompt_ids(tokenizer, task_lib.challenger_messages(d, kind, cfg.prompt_style))
                    for d in chosen]
         schema = None
-        if cfg.constrained_decoding:
+        if constrained_decoding(config):
             import json
 
             from spice.schemas import task_schema

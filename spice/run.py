@@ -12,7 +12,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from spice import checkpoint, loop, telemetry
-from spice.config import SpiceConfig, dump_config, load_config
+from spice.config import SpiceConfig, constrained_decoding, dump_config, load_config
 from spice.corpus import load_corpus
 from spice.embedded import resolve_corpus_path, resolve_model_path
 from spice.rollout.base import RolloutEngine
@@ -152,6 +152,7 @@ def train(config: SpiceConfig, resume: bool = False) -> int:
         if main:
             iteration.train_metrics, iteration.sync_metrics = train_metrics, sync_metrics
             metrics = telemetry.iteration_metrics(iteration, config.reasoner.samples)
+            metrics["constrained_decoding"] = constrained_decoding(config)
             if config.eval.every and (index + 1) % config.eval.every == 0:
                 from spice.eval.runner import evaluate_during_training
 

@@ -66,3 +66,12 @@ def test_every_option_is_documented_in_help():
     help_text = build_parser(["train"])._subparsers._group_actions[0].choices["train"].format_help()
     for key in keys:
         assert key in help_text
+
+
+def test_constrained_decoding_defaults_on_only_for_the_embedded_model():
+    from spice.config import constrained_decoding
+
+    assert constrained_decoding(load_config()) is True
+    assert constrained_decoding(load_config(None, ["model.path=/models/qwen"])) is False
+    assert constrained_decoding(load_config(None, ["model.path=/m", "challenger.constrained_decoding=true"]))
+    assert not constrained_decoding(load_config(None, ["challenger.constrained_decoding=false"]))

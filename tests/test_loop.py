@@ -91,3 +91,16 @@ def test_format_selection_by_the_model_falls_back_when_unparsable(tiny_model, tm
     kinds, failed = loop.choose_kinds(engine, engine.tokenizer, corpus.documents, config, 0)
     assert len(kinds) == 3 and failed == 3  # a random model never writes the JSON verdict
     assert set(kinds) == {"mcq"}
+
+
+def test_constrained_challenger_output_always_parses_as_json(tiny_model, tmp_path):
+    corpus, corpus_path = make_corpus(tmp_path)
+    config = config_for(tmp_path, corpus_path, tiny_model, "challenger.constrained_decoding=true",
+                        "challenger.max_new_tokens=700")
+    engine = HFRolloutEngine(tiny_model, batch_size=8)
+    iteration, _ = loop.run_rollouts(engine, engine.tokenizer, corpus, config, 0)
+    reasons = {s.result.reason for s in iteration.attempts if isinstance(s.result, Invalid)}
+    assert all(s.completion.finish_reason == "stop" for s in iteration.attempts)
+    # a random model cannot ground its quote, but the JSON itself always parses under the schema
+    assert not reasons & {"no_json", "truncated", "malformed_json", "missing_field", "wrong_type",
+                          "mcq_options", "mcq_gold_letter"}
