@@ -156,7 +156,10 @@ def train(config: SpiceConfig, resume: bool = False) -> int:
             if config.eval.every and (index + 1) % config.eval.every == 0:
                 from spice.eval.runner import evaluate_during_training
 
-                metrics.update(evaluate_during_training(engine, tokenizer, config.eval))
+                print(f"spice: evaluating on {', '.join(config.eval.benchmarks)}", flush=True)
+                metrics.update(evaluate_during_training(
+                    engine, tokenizer, config.eval, prompt_style=config.challenger.prompt_style,
+                    seed=config.run.seed, output=run_dir / "eval" / f"iter_{index + 1:06d}.json", log=print))
             telemetry.append_jsonl(tasks_path, telemetry.task_records(iteration, index))
             telemetry.append_jsonl(metrics_path, [metrics])
             print(telemetry.summary_line(metrics, total), flush=True)

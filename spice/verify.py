@@ -88,6 +88,11 @@ def _last_boxed(text: str) -> str | None:
     return None if best is None else text[best[0] + 1:best[1]].strip(_WS)
 
 
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`) in `text` with balanced braces; None if absent."""
+    return _last_boxed(text)
+
+
 def _parse_letter(content: str) -> str | None:
     """An MCQ letter from "B", "(B)", "B)", "B.", "(B) text", "\\text{B}"; None otherwise."""
     v = content.replace("$", "").strip(_WS)

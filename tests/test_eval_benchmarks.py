@@ -11,13 +11,13 @@ from spice.eval.benchmarks import (
     BENCHMARKS,
     BenchmarkError,
     Item,
-    last_boxed,
     load_benchmark,
     load_jsonl,
     numeric_kind,
     parse_spec,
     subset,
 )
+from spice.verify import last_boxed
 
 DATA = Path(__file__).parent / "data"
 

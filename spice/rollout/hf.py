@@ -81,9 +81,15 @@ class HFRolloutEngine:
         output = self.model.generate(input_ids=input_ids, attention_mask=attention, **options)
         new_tokens = output.sequences[:, width:]
         # Logprobs of the unscaled policy (temperature 1), the distribution the trainer scores, so
-        # that truncated importance sampling sees only the engine/trainer mismatch.
-        logits = torch.stack(output.logits, dim=1).float()  # [B, steps, V]
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        # that truncated importance sampling sees only the engine/trainer mismatch. One step at a time:
+        # stacking [B, steps, V] logits would triple the memory of a long generation.
+        steps = list(output.logits)
+        output.logits = None
+        logprobs = torch.zeros(new_tokens.shape, dtype=torch.float32)
+        for step in range(len(steps)):
+            step_logits, steps[step] = steps[step].float(), None
+            logprobs[:, step] = torch.log_softmax(step_logits, dim=-1).gather(
+                -1, new_tokens[:, step:step + 1]).squeeze(-1).cpu()
         completions = []
         for row in range(len(prompts)):
             ids = new_tokens[row].tolist()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from spice.config import SpiceConfig
 from spice.grpo import grpo_loss
@@ -50,6 +50,7 @@ class TorchBackend:
 
     def __init__(self, config: SpiceConfig, model_dir: str | Path) -> None:
         self.config = config
+        self.model_dir = Path(model_dir)
         self.rank, self.world_size = init_distributed()
         cuda = torch.cuda.is_available()
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")
@@ -161,6 +162,8 @@ class TorchBackend:
             return
         path = Path(path)
         self.model.save_pretrained(path / "model", safe_serialization=True)
+        # with the tokenizer, a checkpoint's model/ folder is a complete HF model (eval, serving)
+        AutoTokenizer.from_pretrained(self.model_dir).save_pretrained(path / "model")
         torch.save(self.optimizer.state_dict(), path / "optimizer.pt")
 
     def load_checkpoint(self, path: str | Path) -> None:
