@@ -13,6 +13,15 @@ from spice import verify as V
 DATA = Path(__file__).resolve().parent / "data" / "verify_agreement.jsonl"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def generous_timeout():
+    """Correctness, not latency, is tested here: a loaded machine must not turn a slow item into a
+    timeout (which counts as wrong)."""
+    V.configure(timeout=3.0)
+    yield
+    V.configure(timeout=V.DEFAULT_TIMEOUT_S)
+
+
 @pytest.fixture(scope="module")
 def suite():
     rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()]
