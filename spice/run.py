@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,11 +147,14 @@ def train(config: SpiceConfig, resume: bool = False) -> int:
             if config.rollout.engine == "sglang" and config.rollout.sglang.weight_sync == "tensor":
                 engine.release_memory()  # colocated: the trainer gets the GPUs; update_weights resumes
         batch = _broadcast(batch, rank, world)
+        started = time.perf_counter()
         train_metrics = loop.update_policy(backend, batch)
+        trained = time.perf_counter()
         sync_metrics = _sync(backend, engine, state.weight_version + 1)
         state = RunState(index + 1, state.weight_version + 1)
         if main:
             iteration.train_metrics, iteration.sync_metrics = train_metrics, sync_metrics
+            iteration.seconds.update(train=trained - started, weight_sync=time.perf_counter() - trained)
             metrics = telemetry.iteration_metrics(iteration, config.reasoner.samples)
             metrics["constrained_decoding"] = constrained_decoding(config)
             if config.eval.every and (index + 1) % config.eval.every == 0:

@@ -68,7 +68,8 @@ def test_run_folder_holds_every_file(reference_run):
     for key in ("valid_task_rate", "invalid_reasons", "reasoner_accuracy", "challenger_reward_mean",
                 "challenger_reward_std", "correct_histogram", "challenger_length_mean", "reasoner_length_mean",
                 "loss", "grad_norm", "rollout_tokens_per_second", "train_tokens_per_second",
-                "seconds/challenger", "seconds/reasoner", "weight_sync/seconds", "constrained_decoding"):
+                "seconds/challenger", "seconds/reasoner", "seconds/train", "weight_sync/seconds",
+                "constrained_decoding"):
         assert key in metrics[0], key
     tasks = _rows(run_dir / "tasks.jsonl")
     assert len(tasks) == 3 * 2 * 2
