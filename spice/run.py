@@ -136,11 +136,9 @@ def train(config: SpiceConfig, resume: bool = False) -> int:
         index = state.next_iteration
         iteration, batch = None, None
         if main:
-            expected = config.run.documents_per_iteration * (
-                int(config.challenger.select_format) + config.challenger.attempts_per_document
-                + config.reasoner.samples)
-            with tqdm(total=expected, desc=f"iteration {index + 1}/{total}", unit="seq", leave=False,
-                      file=sys.stderr, mininterval=2.0) as bar:
+            # no total: how many tasks turn out valid (and get G answers) is known only as they come
+            with tqdm(desc=f"iteration {index + 1}/{total}", unit="seq", leave=False, file=sys.stderr,
+                      mininterval=2.0) as bar:
                 engine.progress = bar.update
                 iteration, batch = loop.run_rollouts(engine, tokenizer, corpus, config, index)
                 engine.progress = None
