@@ -144,6 +144,15 @@ def _text_of(record: Any, text_field: str) -> tuple[str | None, str]:
     return text, ""
 
 
+def _record_document(record: Any, text_field: str, where: str, skips: _Skips, label: str) -> Document | None:
+    """A record's document (its other fields as metadata), or None after counting why it is skipped."""
+    text, reason = _text_of(record, text_field)
+    if text is None:
+        skips.skip(reason, where, f"{label} {text_field!r}")
+        return None
+    return make_document(text, where, {k: v for k, v in record.items() if k != text_field})
+
+
 def _read_jsonl(path: Path, text_field: str, skips: _Skips) -> Iterator[Document]:
     """Stream a jsonl (optionally gzipped) file line by line as bytes, decoding each line strictly."""
     opener = gzip.open if path.name.endswith(".gz") else open
@@ -163,12 +172,9 @@ def _read_jsonl(path: Path, text_field: str, skips: _Skips) -> Iterator[Document
             except json.JSONDecodeError as e:
                 skips.skip("invalid_json", where, e.msg)
                 continue
-            text, reason = _text_of(record, text_field)
-            if text is None:
-                skips.skip(reason, where, f"field {text_field!r}")
-                continue
-            metadata = {k: v for k, v in record.items() if k != text_field}
-            yield make_document(text, where, metadata)
+            document = _record_document(record, text_field, where, skips, "field")
+            if document is not None:
+                yield document
 
 
 def _read_parquet(path: Path, text_field: str, skips: _Skips) -> Iterator[Document]:
@@ -184,12 +190,9 @@ def _read_parquet(path: Path, text_field: str, skips: _Skips) -> Iterator[Docume
         for record in batch.to_pylist():
             where = f"{path}#{row}"
             row += 1
-            text, reason = _text_of(record, text_field)
-            if text is None:
-                skips.skip(reason, where, f"column {text_field!r}")
-                continue
-            metadata = {k: v for k, v in record.items() if k != text_field}
-            yield make_document(text, where, metadata)
+            document = _record_document(record, text_field, where, skips, "column")
+            if document is not None:
+                yield document
 
 
 def _read_text_file(path: Path, skips: _Skips, source: str) -> Iterator[Document]:

@@ -200,14 +200,21 @@ def _word(value: object) -> str:
     return " ".join(str(value).strip().lower().replace("-", "_").split()).replace(" ", "_")
 
 
-def parse_format_choice(text: str) -> tuple[str, str] | Invalid:
-    """Read the format verdict: ("mcq", "mcq") or ("free_form", answer kind), or an Invalid."""
+def _json_object(text: object) -> dict | Invalid:
+    """The JSON object in a model output, or the Invalid that says why there is none."""
     if not isinstance(text, str):
         return Invalid("no_json", f"expected text, got {type(text).__name__}")
     try:
-        obj = extract_json_object(text)
+        return extract_json_object(text)
     except ExtractError as exc:
         return Invalid(exc.reason, exc.detail)
+
+
+def parse_format_choice(text: str) -> tuple[str, str] | Invalid:
+    """Read the format verdict: ("mcq", "mcq") or ("free_form", answer kind), or an Invalid."""
+    obj = _json_object(text)
+    if isinstance(obj, Invalid):
+        return obj
     raw = obj.get("format", obj.get("type"))
     if raw is None:
         return Invalid("missing_field", "format")
@@ -316,12 +323,9 @@ def parse_task(completion_text: str, document: Document, kind: str | None = None
     (one of ANSWER_KINDS) is what was asked for; None infers it from the JSON. Never raises on text."""
     if kind is not None:
         _check_kind(kind)
-    if not isinstance(completion_text, str):
-        return Invalid("no_json", f"expected text, got {type(completion_text).__name__}")
-    try:
-        obj = extract_json_object(completion_text)
-    except ExtractError as exc:
-        return Invalid(exc.reason, exc.detail)
+    obj = _json_object(completion_text)
+    if isinstance(obj, Invalid):
+        return obj
     stated = obj.get("answer_type")
     stated_kind = _KIND_WORDS.get(_word(stated)) if isinstance(stated, (str, int, float)) else None
     if kind is None:
