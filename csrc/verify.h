@@ -33,7 +33,7 @@ struct Normalized {
   bool degree = false;   // a degree marker was removed
 };
 Normalized normalize_math(std::string_view s);
-std::string compact(std::string_view s);           // drops spaces not between two alphanumerics
+std::string compact(std::string_view s);           // drops spaces but before a letter or '.' or between alphanumerics
 std::string string_canonical(std::string_view s);  // lowercase, punctuation to spaces, no leading article
 bool is_plain_words(std::string_view s);           // only a-z and spaces, not empty
 bool has_digit(std::string_view s);
@@ -45,10 +45,17 @@ struct Rational {
   int64_t den = 1;  // > 0, gcd(num, den) == 1
   bool exact = true;  // written without a decimal point (math-verify compares such values exactly)
 };
+std::optional<Rational> make_rational(__int128 num, __int128 den);  // reduced; nothing when den == 0 or past int64
+std::optional<Rational> rational_add(const Rational& a, const Rational& b);
+std::optional<Rational> rational_mul(const Rational& a, const Rational& b);
 std::optional<Rational> parse_number(std::string_view s, bool allow_assignment);
 bool rational_equal(const Rational& a, const Rational& b);
 std::optional<Rational> rational_div100(const Rational& a);
 long double relative_gap(const Rational& a, const Rational& b);  // |a-b| / max(1, |a|, |b|)
+
+// Exact algebra (algebra.cpp): both sides as quotients of polynomials over Q in single-letter
+// variables, \pi and square roots of rationals; equivalent / not equivalent only when certain.
+Verdict algebraic_verdict(std::string_view answer, std::string_view gold);
 
 // Verdicts (verdict.cpp).
 Verdict verdict(std::string_view response, std::string_view gold, Kind kind);

@@ -115,7 +115,8 @@ std::string compact(std::string_view s) {
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == ' ') {
-      bool keep = i > 0 && i + 1 < s.size() && is_alnum(s[i - 1]) && is_alnum(s[i + 1]);
+      // math-verify reads a space before a letter (its unit rule: "5 - m" is 5) or a '.' (" .5" is 0.5)
+      bool keep = i + 1 < s.size() && (is_alpha(s[i + 1]) || s[i + 1] == '.' || (i > 0 && is_alnum(s[i - 1]) && is_alnum(s[i + 1])));
       if (!keep) continue;
     }
     out.push_back(s[i]);

@@ -24,22 +24,6 @@ i128 gcd128(i128 a, i128 b) {
   return a;
 }
 
-std::optional<Rational> make_rational(i128 num, i128 den) {
-  if (den == 0) return std::nullopt;
-  if (den < 0) {
-    num = -num;
-    den = -den;
-  }
-  i128 g = gcd128(num, den);
-  if (g > 1) {
-    num /= g;
-    den /= g;
-  }
-  constexpr i128 kLimit = static_cast<i128>(INT64_MAX);
-  if (num > kLimit || num < -kLimit || den > kLimit) return std::nullopt;
-  return Rational{static_cast<int64_t>(num), static_cast<int64_t>(den)};
-}
-
 struct Decimal {
   Rational value;
   size_t end = 0;
@@ -182,6 +166,31 @@ std::optional<Rational> parse_body(std::string_view s) {
 }
 
 }  // namespace
+
+std::optional<Rational> make_rational(i128 num, i128 den) {
+  if (den == 0) return std::nullopt;
+  if (den < 0) {
+    num = -num;
+    den = -den;
+  }
+  i128 g = gcd128(num, den);
+  if (g > 1) {
+    num /= g;
+    den /= g;
+  }
+  constexpr i128 kLimit = static_cast<i128>(INT64_MAX);
+  if (num > kLimit || num < -kLimit || den > kLimit) return std::nullopt;
+  return Rational{static_cast<int64_t>(num), static_cast<int64_t>(den)};
+}
+
+std::optional<Rational> rational_add(const Rational& a, const Rational& b) {
+  return make_rational(static_cast<i128>(a.num) * b.den + static_cast<i128>(b.num) * a.den,
+                       static_cast<i128>(a.den) * b.den);
+}
+
+std::optional<Rational> rational_mul(const Rational& a, const Rational& b) {
+  return make_rational(static_cast<i128>(a.num) * b.num, static_cast<i128>(a.den) * b.den);
+}
 
 std::optional<Rational> parse_number(std::string_view s, bool allow_assignment) {
   s = trim(s);

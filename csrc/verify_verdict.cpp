@@ -3,6 +3,7 @@
 // caps in verify.h.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <thread>
 
 #include "verify.h"
@@ -12,8 +13,14 @@ namespace spice::verify {
 
 namespace {
 
-// Numbers closer than this (relative) are left to math-verify, whose comparison rounds.
+// A decimal and a number closer than this (relative) are left to math-verify, whose comparison of
+// percentages and degrees converts them.
 constexpr long double kDistinctGap = 2e-3L;
+// Without percent or degree signs math-verify rounds a decimal and the other number to 6 places: two
+// numbers further apart than 1e-6 can never round to the same value; the margin covers the 15
+// significant digits of its floats.
+constexpr long double kRoundingGap = 2e-6L;
+constexpr long double kFloatDigits = 1e-12L;
 constexpr size_t kChunk = 64;
 
 Verdict numeric_verdict(const Normalized& a, const Normalized& g, const Rational& x, const Rational& y) {
@@ -27,7 +34,23 @@ Verdict numeric_verdict(const Normalized& a, const Normalized& g, const Rational
   if (rational_equal(x, y)) return kEquivalent;
   if (a.degree != g.degree) return kUndecided;
   if (x.exact && y.exact) return kNotEquivalent;  // integers and fractions of integers: no rounding anywhere
+  if (!a.percent && !g.percent && !a.degree && !g.degree) {
+    long double p = static_cast<long double>(x.num) / x.den, q = static_cast<long double>(y.num) / y.den;
+    return std::fabs(p - q) > kRoundingGap + kFloatDigits * std::fmax(std::fabs(p), std::fabs(q)) ? kNotEquivalent
+                                                                                                 : kUndecided;
+  }
   return relative_gap(x, y) > kDistinctGap ? kNotEquivalent : kUndecided;
+}
+
+// Letters, digits and spaces after canonicalisation, with a letter, written without math syntax.
+bool is_name_with_digits(std::string_view text, std::string_view canonical) {
+  if (text.find_first_of("\\^_{}=+*/()<>|") != std::string_view::npos) return false;
+  bool letter = false;
+  for (char c : canonical) {
+    if (!is_lower(c) && !is_digit(c) && c != ' ') return false;
+    letter = letter || is_lower(c);
+  }
+  return letter;
 }
 
 Verdict string_verdict(const Normalized& a, const Normalized& g) {
@@ -35,6 +58,10 @@ Verdict string_verdict(const Normalized& a, const Normalized& g) {
   if (!ca.empty() && ca == cg) return kEquivalent;
   if (!ca.empty() && !has_digit(ca) && !has_digit(cg) && without_spaces(ca) == without_spaces(cg)) return kEquivalent;
   if (is_plain_words(ca) && is_plain_words(cg)) return kNotEquivalent;
+  // names with digits ("K2", "Apollo 11"): different even without spaces, and nothing math-like
+  if (is_name_with_digits(a.text, ca) && is_name_with_digits(g.text, cg) && without_spaces(ca) != without_spaces(cg)) {
+    return kNotEquivalent;
+  }
   return kUndecided;
 }
 
@@ -69,6 +96,50 @@ std::optional<Rational> numeric_value(std::string_view raw, Normalized& n, bool 
   return v;
 }
 
+// "120000 gallons", "4 pounds (Grace)": the number before up to four words and a parenthesised
+// name. math-verify drops a word of its unit list and otherwise reads the words as a product of
+// symbols, which equals no number; every word keeps a letter that is not e or i (Euler's number, the
+// imaginary unit), and words it rewrites (percent, and/or, inf..., sqrt...) are refused.
+bool symbolic_word(std::string_view word) {
+  if (word == "and" || word == "or" || word == "percent" || word == "percentage" || word == "pct" ||
+      word.find("inf") != std::string_view::npos || word.find("sqrt") != std::string_view::npos) {
+    return false;
+  }
+  bool symbol = false;
+  for (char c : word) {
+    if (!is_alpha(c)) return false;
+    symbol = symbol || (c != 'e' && c != 'i' && c != 'E' && c != 'I');
+  }
+  return symbol;
+}
+
+std::optional<std::string_view> number_before_words(std::string_view s) {
+  constexpr int kMaxWords = 4;
+  size_t end = s.size();
+  if (end > 0 && s[end - 1] == ')') {
+    size_t open = s.rfind('(');
+    if (open == std::string_view::npos || open == 0 || s[open - 1] != ' ') return std::nullopt;
+    std::string_view inner = s.substr(open + 1, end - open - 2);
+    size_t k = 0;
+    while (k < inner.size()) {
+      size_t next = inner.find(' ', k);
+      if (next == std::string_view::npos) next = inner.size();
+      if (!symbolic_word(inner.substr(k, next - k))) return std::nullopt;
+      k = next + 1;
+    }
+    end = open - 1;
+  }
+  for (int words = 0; words < kMaxWords && end > 0 && is_alpha(s[end - 1]); ++words) {
+    size_t begin = end;
+    while (begin > 0 && is_alpha(s[begin - 1])) --begin;
+    if (!symbolic_word(s.substr(begin, end - begin))) return std::nullopt;
+    if (begin == 0 || s[begin - 1] != ' ') return std::nullopt;
+    end = begin - 1;
+    if (end > 0 && is_digit(s[end - 1])) return s.substr(0, end);
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 Verdict verdict(std::string_view response, std::string_view gold, Kind kind) {
@@ -88,7 +159,13 @@ Verdict verdict(std::string_view response, std::string_view gold, Kind kind) {
   std::optional<Rational> x = numeric_value(*answer, a, !both_assign), y = numeric_value(gold, g, !both_assign);
   if (x && y) return numeric_verdict(a, g, *x, *y);
   if (kind == Kind::kString) return string_verdict(a, g);
-  return kUndecided;
+  if (std::optional<std::string_view> prefix = y ? number_before_words(a.text) : std::nullopt) {
+    Normalized n = normalize_math(*prefix);
+    std::optional<Rational> value = parse_number(n.text, false);
+    if (value && numeric_verdict(n, g, *value, *y) == kNotEquivalent) return kNotEquivalent;
+    return kUndecided;
+  }
+  return algebraic_verdict(*answer, gold);
 }
 
 std::vector<int8_t> verdict_batch(const std::vector<std::string>& responses, const std::vector<std::string>& golds,

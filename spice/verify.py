@@ -264,8 +264,10 @@ def normalize_answer(s: str) -> tuple[str, bool, bool]:
 
 
 def _compact(s: str) -> str:
+    """Spaces dropped, but those before a letter or '.' and those between two alphanumerics."""
     return "".join(c for i, c in enumerate(s)
-                   if c != " " or (0 < i < len(s) - 1 and _is_alnum(s[i - 1]) and _is_alnum(s[i + 1])))
+                   if c != " " or (i < len(s) - 1 and (_is_alpha(s[i + 1]) or s[i + 1] == "." or
+                                                       (i > 0 and _is_alnum(s[i - 1]) and _is_alnum(s[i + 1])))))
 
 
 def _string_canonical(s: str) -> str:
@@ -295,7 +297,15 @@ def _string_rule(answer: str, gold: str) -> bool | None:
         return True
     if re.fullmatch(r"[a-z ]+", ca) and re.fullmatch(r"[a-z ]+", cg):
         return False
+    if _is_name_with_digits(a[0], ca) and _is_name_with_digits(g[0], cg) and ca.replace(" ", "") != cg.replace(" ", ""):
+        return False  # names with digits ("K2", "Apollo 11")
     return None
+
+
+def _is_name_with_digits(text: str, canonical: str) -> bool:
+    """Letters, digits and spaces after canonicalisation, with a letter, written without math syntax."""
+    return (not any(c in "\\^_{}=+*/()<>|" for c in text) and re.fullmatch(r"[a-z0-9 ]+", canonical) is not None
+            and any("a" <= c <= "z" for c in canonical))
 
 
 _GROUP_SPACE = re.compile(r"(?<=[0-9])(?:\\,|\\ |\\thinspace|~|[ \u00a0\u2009\u202f])(?=[0-9]{3}(?![0-9]))")

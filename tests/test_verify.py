@@ -162,11 +162,45 @@ def test_cpp_normalisation_equals_python_mirror():
 
 
 @needs_C
-def test_fast_path_decides_common_forms_and_leaves_symbolic_ones():
+def test_fast_path_decides_common_forms_and_leaves_the_rest():
     items = [(B % "\\frac{6}{4}", "1.5", "float"), (B % "41", "42", "integer"), (B % "x^2", "x\\cdot x", "expression"),
              (B % "C", "C", "mcq"), (B % "Paris", "paris", "string"), (B % "2\\pi", "6.283", "expression"),
-             (B % "1e3", "1000", "integer"), (B % "5", "5", "integer")]
-    assert V.fast_verdicts(items) == [1, 0, -1, 1, 1, -1, -1, 1]
+             (B % "1e3", "1000", "integer"), (B % "5", "5", "integer"), (B % "K2", "Mount Everest", "string"),
+             (B % "\\{1,2\\}", "\\{2,1\\}", "expression")]
+    assert V.fast_verdicts(items) == [1, 0, 1, 1, 1, 0, -1, 1, 0, -1]
+
+
+ALGEBRA = [
+    # (answer, gold, fast verdict): exact algebra decides these with certainty ...
+    ("(x+1)^2", "x^2+2x+1", 1), ("\\sqrt{18}", "3\\sqrt{2}", 1), ("\\frac{\\pi}{2}", "\\frac{\\pi}{4}", 0),
+    ("\\ln(2)", "\\ln 2", 1), ("\\ln 3", "\\ln 2", 0), ("2^{10}", "1024", 1), ("9^{9^{9^{9}}}", "5", 0),
+    ("123456789012345678901234567890", "123456789012345678901234567891", 0), ("\\frac{x^2-1}{x-1}", "x+1", 1),
+    ("(1+\\sqrt{2})^2", "3+2\\sqrt{2}", 1), ("\\sqrt{\\frac{1}{2}}", "\\frac{\\sqrt{2}}{2}", 1), ("x^{-1}", "\\frac{1}{x}", 1),
+    ("2 \\pi r", "2r\\pi", 1), ("a+b", "a-b", 0), ("0.25\\pi", "\\frac{\\pi}{3}", 0), ("120000 gallons", "1200", 0),
+    ("4 pounds (Grace)", "623", 0),
+    # ... and leaves alone whatever math-verify reads its own way, or might not prove
+    ("x", "\\frac{x^2+x}{x+1}", -1), ("2m", "2", -1), ("5 - m", "5-m", -1), ("2a b", "2", -1), ("k(x)", "kx", -1),
+    ("x^23", "3x^2", -1), ("1/2x", "\\frac{x}{2}", -1), ("(2)(3)", "6", -1), ("X", "x", -1), ("e^2", "e^{2}", -1),
+    ("\\frac{\\sqrt{2}}{10^{17}}", "\\frac{\\sqrt{3}}{10^{17}}", -1), ("0.1x+0.2x", "0.3x", -1),
+    ("\\frac{1}{1+\\sqrt{2}}", "\\sqrt{2}-1", -1), ("\\ln 2 \\cdot 3", "3\\ln 2", -1), ("\\ln 4", "2\\ln 2", -1),
+    ("2^{64}", "18446744073709551616", -1), ("5 percent", "10", -1), ("12 items", "12", -1),
+]
+
+
+@needs_C
+@pytest.mark.parametrize(("answer", "gold", "verdict"), ALGEBRA)
+def test_exact_algebra_decides_only_when_certain(answer, gold, verdict):
+    assert V.fast_verdicts([(B % answer, gold, "expression")]) == [verdict]
+
+
+@needs_C
+def test_exact_algebra_bounds_its_work():
+    """Inputs built to blow up (huge powers, deep nesting, many radicals, big radicands) are refused."""
+    items = [("(x+y+z+a+b)^{64}", "1"), ("(" * 500 + "x" + ")" * 500, "x"), ("{" * 40 + "2" + "}" * 40, "2"),
+             ("+".join(f"\\sqrt{{{p}}}" for p in (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59)), "1"),
+             ("\\sqrt{99999999977}", "1"), ("x^{65}", "x^{65}+1"), ("((x+y+1)^{8})^{8}", "1"),
+             ("\\ln 2+\\ln 3+\\ln 5+\\ln 7+\\ln 11", "1")]
+    assert V.fast_verdicts([(B % a, g, "expression") for a, g in items]) == [-1] * len(items)
 
 
 def test_unknown_kind_is_an_error_that_names_it():
@@ -229,11 +263,11 @@ def test_works_in_a_forked_child_and_shuts_down_cleanly():
     code = """
         import os, sys
         from spice import verify as V
-        assert V.verify("\\\\boxed{x^2+1}", "1+x^2", "expression")
+        assert V.verify("\\\\boxed{\\\\{1,2\\\\}}", "\\\\{2,1\\\\}", "expression")  # a set: math-verify's
         parent_workers = [w.proc.pid for w in V._POOL.workers]
         pid = os.fork()
         if pid == 0:
-            ok = V.verify("\\\\boxed{x^2+2}", "2+x^2", "expression") and V._POOL.owner == os.getpid()
+            ok = V.verify("\\\\boxed{\\\\{1,3\\\\}}", "\\\\{3,1\\\\}", "expression") and V._POOL.owner == os.getpid()
             mine = [w.proc.pid for w in V._POOL.workers]
             os._exit(0 if ok and not set(mine) & set(parent_workers) else 1)
         _, status = os.waitpid(pid, 0)
