@@ -3,9 +3,9 @@
 The compiled fast path (`spice._C.verify_batch`) decides what it can with certainty: exact rationals,
 MCQ letters, plain strings, and exact algebra (quotients of polynomials over the rationals in
 single-letter variables, \\pi, square roots and logarithms of rationals). Only undecided items go to
-math-verify, which runs in worker processes with a hard per-item timeout (a worker that overruns is killed and replaced, the item counts as wrong
-and is logged), so no input can hang or crash the caller. `extract_answer` here and the C++ extractor
-implement the same rules; tests compare them.
+math-verify, which runs in worker processes with a hard per-item timeout (a worker that overruns is
+killed and replaced, the item counts as wrong and is logged), so no input can hang or crash the
+caller. `extract_answer` here and the C++ extractor implement the same rules; tests compare them.
 """
 
 from __future__ import annotations
