@@ -1,16 +1,28 @@
 """Fused linear + log-softmax GRPO loss in Triton: per-token logprobs and entropy without [N, V] logits.
 
 Forward: one program per (token block, vocab split) multiplies hidden [BN, H] by weight tiles [BV, H]
-in fp32 and keeps an online log-sum-exp (running max m, sum a = sum e^(x-m), entropy term
-b = sum e^(x-m)(x-m)) and the target logit. The partials of the vocab splits, and with a process group
-of the vocab shards of the tensor-parallel ranks, are merged in torch (a few [N] vectors):
+with an fp32 accumulator and keeps an online log-sum-exp (running max m, sum a = sum e^(x-m), entropy
+term b = sum e^(x-m)(x-m)) and the target logit. The partials of the vocab splits, and with a process
+group of the vocab shards of the tensor-parallel ranks, are merged in torch (a few [N] vectors):
 lse = M + log A, logprob = target - lse, entropy = log A - B / A.
 
 Backward: the vocabulary is processed in slices; for each slice a kernel recomputes the logits tile by
-tile (fp32 accumulation) and writes d loss / d logits (softmax minus one-hot, plus the entropy term)
-into an [N, slice] buffer; one GEMM gives that slice of grad_weight (over all tokens, so no [V, H] fp32
-accumulator is needed) and another adds its share to grad_hidden (an fp32 [N, H] accumulator). Peak
-extra memory is that buffer (`BACKWARD_CHUNK_BYTES`) plus [N, H] fp32, never [N, V].
+tile and writes d loss / d logits (softmax minus one-hot, plus the entropy term, only when the entropy
+is used: `set_materialize_grads(False)`) into an [N, slice] buffer; a Triton GEMM with an fp32
+accumulator adds that slice's share to grad_hidden (fp32 [N, H], read and written in place, no
+temporaries) and another writes that slice of grad_weight over all tokens. Peak extra memory is that
+buffer (`BACKWARD_CHUNK_BYTES`) plus [N, H] fp32, never [N, V]; the weight is never copied (tiles are
+cast on load), so fp32 master weights with bf16 hidden states cost nothing extra.
+
+Precision and tensor cores, per input dtype (all accumulation fp32):
+- bf16: every GEMM on bf16 tensor cores; d logits stored in bf16 (fp32 range).
+- fp16: forward and recompute on fp16 tensor cores (exact products); d logits kept fp32 (fp16 would
+  underflow) and the two backward GEMMs run in TF32, which holds fp16 operands exactly and rounds only
+  d logits to 10 mantissa bits.
+- fp32: every GEMM in 3xTF32 (`input_precision="tf32x3"`): tensor cores at about fp32 accuracy.
+- float64 inputs are computed in fp32.
+A three-GEMM variant without the recompute is not offered: the GRPO gradient of each token (clipping,
+TIS, aggregation) is known only in backward, so the forward cannot finish d logits.
 
 The O(N) part (ratio, clipping, TIS, KL, aggregation) is `spice.grpo.policy_loss`, shared with the
 reference, so both paths compute the same loss by construction.
@@ -24,120 +36,28 @@ import os
 import torch
 import torch.distributed as dist
 import triton
-import triton.language as tl
 
 from spice.grpo import _check_inputs, grpo_loss_reference, policy_loss
 
+from .fused_grpo_tiles import forward_partials_kernel, grad_logits_kernel, matmul_kernel
+
 BACKWARD_CHUNK_BYTES = 1 << 30  # size of the [chunk, V] gradient buffer of the backward pass
 
-_GPU_BLOCKS = {"BLOCK_N": 128, "BLOCK_V": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3}
-_INTERPRETER_BLOCKS = {"BLOCK_N": 16, "BLOCK_V": 16, "BLOCK_K": 16}
-
-
-@triton.jit
-def _logits_tile(
-    h_ptr, w_ptr, rows, cols, row_ok, col_ok, hidden_size, stride_h, stride_w, inv_temp,
-    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-):
-    """logits[rows, cols] / temperature in fp32 for one [BLOCK_N, BLOCK_V] tile."""
-    acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
-    for k0 in range(0, hidden_size, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < hidden_size
-        h = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        w = tl.load(w_ptr + cols[None, :] * stride_w + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0)
-        if UPCAST:
-            h = h.to(tl.float32)
-            w = w.to(tl.float32)
-        acc = tl.dot(h, w, acc=acc, input_precision=DOT_PRECISION)
-    return acc * inv_temp
-
-
-@triton.jit
-def _forward_partials_kernel(
-    h_ptr, w_ptr, t_ptr, m_ptr, a_ptr, b_ptr, tgt_ptr,
-    n_tokens, vocab, hidden_size, stride_h, stride_w, vocab_per_split, tiles_per_split, inv_temp,
-    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-):
-    """Online log-sum-exp, entropy term and target logit of one token block over one vocab split."""
-    pid_n = tl.program_id(0)
-    split = tl.program_id(1)
-    rows = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    row_ok = rows < n_tokens
-    target = tl.load(t_ptr + rows, mask=row_ok, other=-1)
-    v_start = split * vocab_per_split
-    v_end = tl.minimum(v_start + vocab_per_split, vocab)
-    m = tl.full((BLOCK_N,), -1e30, dtype=tl.float32)
-    a = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    b = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    t = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    for tile in range(0, tiles_per_split):
-        cols = (v_start + tile * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
-        col_ok = cols < v_end
-        x = _logits_tile(
-            h_ptr, w_ptr, rows, cols, row_ok, col_ok, hidden_size, stride_h, stride_w, inv_temp,
-            BLOCK_N, BLOCK_V, BLOCK_K, UPCAST, DOT_PRECISION,
-        )
-        x = tl.where(col_ok[None, :], x, float("-inf"))
-        m_new = tl.maximum(m, tl.max(x, axis=1))
-        alpha = tl.exp(m - m_new)
-        e = tl.exp(x - m_new[:, None])
-        d = tl.where(col_ok[None, :], x - m_new[:, None], 0.0)
-        b = alpha * (b + a * (m - m_new)) + tl.sum(e * d, axis=1)
-        a = alpha * a + tl.sum(e, axis=1)
-        m = m_new
-        hit = (cols[None, :] == target[:, None]) & col_ok[None, :]
-        t += tl.sum(tl.where(hit, x, 0.0), axis=1)
-    out = split * n_tokens + rows
-    tl.store(m_ptr + out, m, mask=row_ok)
-    tl.store(a_ptr + out, a, mask=row_ok)
-    tl.store(b_ptr + out, b, mask=row_ok)
-    tl.store(tgt_ptr + out, t, mask=row_ok)
-
-
-@triton.jit
-def _grad_logits_kernel(
-    h_ptr, w_ptr, t_ptr, lse_ptr, ent_ptr, glogp_ptr, gent_ptr, d_ptr,
-    n_tokens, vocab, hidden_size, stride_h, stride_w, stride_d, inv_temp,
-    HAS_GENT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-):
-    """d loss / d raw logits for one [BLOCK_N, BLOCK_V] tile, recomputing the logits."""
-    rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    cols = (tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
-    row_ok = rows < n_tokens
-    col_ok = cols < vocab
-    x = _logits_tile(
-        h_ptr, w_ptr, rows, cols, row_ok, col_ok, hidden_size, stride_h, stride_w, inv_temp,
-        BLOCK_N, BLOCK_V, BLOCK_K, UPCAST, DOT_PRECISION,
-    )
-    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
-    g = tl.load(glogp_ptr + rows, mask=row_ok, other=0.0)
-    target = tl.load(t_ptr + rows, mask=row_ok, other=-1)
-    logp = x - lse[:, None]
-    p = tl.exp(logp)
-    dx = g[:, None] * (tl.where(cols[None, :] == target[:, None], 1.0, 0.0) - p)
-    if HAS_GENT:
-        ent = tl.load(ent_ptr + rows, mask=row_ok, other=0.0)
-        ge = tl.load(gent_ptr + rows, mask=row_ok, other=0.0)
-        dx -= ge[:, None] * p * (logp + ent[:, None])
-    dz = dx * inv_temp
-    tl.store(
-        d_ptr + rows[:, None] * stride_d + cols[None, :],
-        dz.to(d_ptr.dtype.element_ty),
-        mask=row_ok[:, None] & col_ok[None, :],
-    )
+_GPU_TILES = {"BLOCK_N": 128, "BLOCK_V": 128, "BLOCK_K": 64, "num_warps": 8}
+_GPU_GEMM = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8}
+_GPU_GROUP = {"logits": 16, "gemm": 8}  # token blocks that sweep the vocabulary together (L2 reuse)
+_INTERPRETER_TILES = {"BLOCK_N": 16, "BLOCK_V": 16, "BLOCK_K": 16}
+_INTERPRETER_GEMM = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
+_INTERPRETER_GROUP = {"logits": 2, "gemm": 2}  # small groups so that CI runs partial groups too
+_DOT_PRECISION = {torch.bfloat16: "tf32", torch.float16: "tf32", torch.float32: "tf32x3"}
 
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
-def _launch_options(hidden: torch.Tensor) -> dict:
-    """Block sizes and dot precision: small fp32 tiles in the interpreter, tensor-core tiles on CUDA."""
-    fp32 = hidden.dtype == torch.float32
+def _launch_options(hidden: torch.Tensor) -> tuple[dict, dict, dict]:
+    """Options of the logits tiles and of the backward GEMMs, and the group sizes, for hidden's device and dtype."""
     if hidden.device.type == "cpu":
         if not _interpreting():
             raise RuntimeError(
@@ -145,18 +65,26 @@ def _launch_options(hidden: torch.Tensor) -> dict:
                 "before importing spice.kernels, or use spice.grpo.grpo_loss_reference"
             )
         # the interpreter's bf16 tl.dot is wrong: upcast every operand to fp32 there
-        return {**_INTERPRETER_BLOCKS, "UPCAST": True, "DOT_PRECISION": "ieee"}
-    stages = 2 if fp32 else _GPU_BLOCKS["num_stages"]  # fp32 tiles take twice the shared memory
-    return {**_GPU_BLOCKS, "num_stages": stages, "UPCAST": False, "DOT_PRECISION": "ieee" if fp32 else "tf32"}
+        common = {"UPCAST": True, "DOT_PRECISION": "ieee"}
+        return {**_INTERPRETER_TILES, **common}, {**_INTERPRETER_GEMM, **common}, _INTERPRETER_GROUP
+    common = {"UPCAST": False, "DOT_PRECISION": _DOT_PRECISION[hidden.dtype]}
+    stages = 2 if hidden.dtype == torch.float32 else 3  # fp32 tiles take twice the shared memory
+    return ({**_GPU_TILES, "num_stages": stages, **common}, {**_GPU_GEMM, "num_stages": stages, **common},
+            _GPU_GROUP)
 
 
 def _vocab_splits(n_tokens: int, vocab: int, hidden: torch.Tensor, block_n: int, block_v: int) -> int:
-    """How many programs share one token block's vocabulary: enough to fill the GPU at small N."""
+    """Programs per token block's vocabulary: enough to fill the GPU at small N, and enough that the
+    hidden blocks in flight (about two programs per SM) fit in half of the L2 at large N."""
     tiles = triton.cdiv(vocab, block_v)
     if hidden.device.type == "cpu":
         return min(tiles, 2)
-    sms = torch.cuda.get_device_properties(hidden.device).multi_processor_count
-    return max(1, min(tiles, triton.cdiv(4 * sms, triton.cdiv(n_tokens, block_n))))
+    props = torch.cuda.get_device_properties(hidden.device)
+    in_flight = 2 * props.multi_processor_count
+    fill = triton.cdiv(2 * in_flight, triton.cdiv(n_tokens, block_n))
+    block_bytes = block_n * hidden.shape[1] * hidden.element_size()
+    live_blocks = max(1, (getattr(props, "L2_cache_size", 50 << 20) // 2) // block_bytes)
+    return max(1, min(tiles, max(fill, triton.cdiv(in_flight, live_blocks))))
 
 
 def _on_device(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -170,6 +98,16 @@ def _merge(m: torch.Tensor, a: torch.Tensor, b: torch.Tensor, new_max: torch.Ten
     return (a * scale).sum(0), (scale * (b + a * (m - new_max))).sum(0)
 
 
+def _matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, accumulate: bool, gemm: dict, group: int) -> None:
+    """out (+)= a @ b (any strides) with an fp32 accumulator; b is cast to a's dtype tile by tile."""
+    (m, r), k = a.shape, b.shape[1]
+    grid = (triton.cdiv(m, gemm["BLOCK_M"]) * triton.cdiv(k, gemm["BLOCK_N"]),)
+    matmul_kernel[grid](
+        a, b, out, m, k, r, a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
+        ACCUMULATE=accumulate, GROUP=group, **gemm,
+    )
+
+
 class _FusedLogprobs(torch.autograd.Function):
     """(hidden [N, H], weight [V(/TP), H], targets [N]) -> (logprobs [N], entropy [N]) in fp32."""
 
@@ -181,16 +119,16 @@ class _FusedLogprobs(torch.autograd.Function):
         vocab = weight.shape[0]
         start = dist.get_rank(group) * vocab if group is not None else 0
         local = (targets.long() - start).contiguous()
-        opts = _launch_options(hidden)
-        splits = _vocab_splits(n, vocab, hidden, opts["BLOCK_N"], opts["BLOCK_V"])
-        per_split = triton.cdiv(triton.cdiv(vocab, splits), opts["BLOCK_V"]) * opts["BLOCK_V"]
+        tiles, _, _ = _launch_options(hidden)
+        splits = _vocab_splits(n, vocab, hidden, tiles["BLOCK_N"], tiles["BLOCK_V"])
+        per_split = triton.cdiv(triton.cdiv(vocab, splits), tiles["BLOCK_V"]) * tiles["BLOCK_V"]
         splits = triton.cdiv(vocab, per_split)
         partial = torch.empty((4, splits, n), dtype=torch.float32, device=hidden.device)
-        grid = (triton.cdiv(n, opts["BLOCK_N"]), splits)
-        _forward_partials_kernel[grid](
+        grid = (triton.cdiv(n, tiles["BLOCK_N"]) * splits,)
+        forward_partials_kernel[grid](
             hidden, weight, local, partial[0], partial[1], partial[2], partial[3],
-            n, vocab, h, hidden.stride(0), weight.stride(0), per_split, per_split // opts["BLOCK_V"],
-            1.0 / temperature, **opts,
+            n, vocab, h, hidden.stride(0), weight.stride(0), splits, per_split, per_split // tiles["BLOCK_V"],
+            1.0 / temperature, **tiles,
         )
         m, a, b, t = partial
         top = m.max(0).values
@@ -208,6 +146,7 @@ class _FusedLogprobs(torch.autograd.Function):
         lse = top + log_a
         entropy = log_a - b / a
         ctx.save_for_backward(hidden, weight, local, lse, entropy)
+        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not zeros
         ctx.temperature = temperature
         ctx.group = group
         return t - lse, entropy
@@ -215,6 +154,8 @@ class _FusedLogprobs(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_logp, grad_entropy):  # noqa: ANN001, ANN205
         hidden = ctx.saved_tensors[0]
+        if grad_logp is None and grad_entropy is None:
+            return None, None, None, None, None
         with _on_device(hidden):
             return _FusedLogprobs._backward(ctx, grad_logp, grad_entropy)
 
@@ -224,35 +165,31 @@ class _FusedLogprobs(torch.autograd.Function):
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n, h = hidden.shape
         vocab = weight.shape[0]
-        opts = _launch_options(hidden)
-        grad_logp = torch.zeros_like(lse) if grad_logp is None else grad_logp.float().contiguous()
-        has_gent = grad_entropy is not None
-        grad_entropy = grad_entropy.float().contiguous() if has_gent else grad_logp
+        tiles, gemm, groups = _launch_options(hidden)
+        has_glogp, has_gent = grad_logp is not None, grad_entropy is not None
+        grad_logp = grad_logp.float().contiguous() if has_glogp else lse
+        grad_entropy = grad_entropy.float().contiguous() if has_gent else lse
         # d logits in bf16 for bf16 inputs (fp32 range), fp32 otherwise (fp16 would underflow)
         d_dtype = torch.bfloat16 if hidden.dtype == torch.bfloat16 else torch.float32
         chunk = BACKWARD_CHUNK_BYTES // (n * torch.finfo(d_dtype).bits // 8)
-        chunk = min(vocab, max(opts["BLOCK_V"], chunk // opts["BLOCK_V"] * opts["BLOCK_V"]))
-        grad_hidden = torch.zeros((n, h), dtype=torch.float32, device=hidden.device) if need_hidden else None
+        chunk = min(vocab, max(tiles["BLOCK_V"], chunk // tiles["BLOCK_V"] * tiles["BLOCK_V"]))
+        grad_hidden = torch.empty((n, h), dtype=torch.float32, device=hidden.device) if need_hidden else None
         grad_weight = torch.empty((vocab, h), dtype=weight.dtype, device=hidden.device) if need_weight else None
-        mm_hidden = hidden.to(d_dtype)
-        buffer = torch.empty(n * chunk, dtype=d_dtype, device=hidden.device)
+        buffer = torch.empty((n, chunk), dtype=d_dtype, device=hidden.device)
         for lo in range(0, vocab, chunk):
             hi = min(lo + chunk, vocab)
-            d = buffer[: n * (hi - lo)].view(n, hi - lo)
-            grid = (triton.cdiv(n, opts["BLOCK_N"]), triton.cdiv(hi - lo, opts["BLOCK_V"]))
-            _grad_logits_kernel[grid](
+            d = buffer[:, : hi - lo]  # row stride stays `chunk`: aligned rows in the last slice too
+            grid = (triton.cdiv(n, tiles["BLOCK_N"]) * triton.cdiv(hi - lo, tiles["BLOCK_V"]),)
+            grad_logits_kernel[grid](
                 hidden, weight[lo:hi], local - lo, lse, entropy, grad_logp, grad_entropy, d,
-                n, hi - lo, h, hidden.stride(0), weight.stride(0), d.stride(0),
-                1.0 / ctx.temperature, HAS_GENT=has_gent, **opts,
+                n, hi - lo, h, hidden.stride(0), weight.stride(0), d.stride(0), 1.0 / ctx.temperature,
+                HAS_GLOGP=has_glogp, HAS_GENT=has_gent, GROUP=groups["logits"], **tiles,
             )
             if need_hidden:
-                grad_hidden += d @ weight[lo:hi].to(d_dtype)
+                _matmul(d, weight[lo:hi], grad_hidden, lo > 0, gemm, groups["gemm"])
             if need_weight:
-                # one GEMM over all tokens per vocab slice: accumulated in fp32 inside the GEMM
-                if grad_weight.dtype == d_dtype:
-                    torch.mm(d.T, mm_hidden, out=grad_weight[lo:hi])
-                else:
-                    grad_weight[lo:hi] = d.T @ mm_hidden
+                # one GEMM over all tokens per vocab slice, written in the weight's own dtype
+                _matmul(d.T, hidden, grad_weight[lo:hi], False, gemm, groups["gemm"])
         if need_hidden and ctx.group is not None:
             dist.all_reduce(grad_hidden, op=dist.ReduceOp.SUM, group=ctx.group)
         return (
@@ -280,7 +217,8 @@ def fused_grpo_loss(
 
     Logprobs and entropy are fp32 [N] and attached to the graph (entropy is differentiable too). With
     `process_group`, `weight` is this rank's vocab shard and the gradient of `hidden` is the full one.
-    The matmuls run in hidden's dtype (weight is cast to it if it differs; float64 runs in fp32).
+    The matmuls run in hidden's dtype (float64 in fp32); a weight of another dtype is cast tile by tile
+    inside the kernels, never copied, and its gradient comes back in its own dtype.
     """
     _check_inputs(hidden, weight, targets, advantages, mask, options)
     if temperature <= 0:
@@ -291,8 +229,7 @@ def fused_grpo_loss(
             return_entropy=return_entropy, process_group=process_group, **options,
         )
     compute = hidden if hidden.dtype != torch.float64 else hidden.float()
-    w = weight if weight.dtype == compute.dtype else weight.to(compute.dtype)
     with _on_device(compute):
-        logp, entropy = _FusedLogprobs.apply(compute, w, targets, float(temperature), process_group)
+        logp, entropy = _FusedLogprobs.apply(compute, weight, targets, float(temperature), process_group)
     loss = policy_loss(logp, advantages, mask, **options)
     return (loss, logp, entropy) if return_entropy else (loss, logp)
