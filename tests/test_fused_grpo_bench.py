@@ -23,5 +23,6 @@ def test_cpu_bench_reports_reference_and_skips_gpu_paths(tmp_path, capsys):
     rows = {row["implementation"]: row for row in report["results"]}
     assert rows["reference"]["status"] == "ok" and rows["reference"]["seconds"] > 0
     assert (rows["reference"]["N"], rows["reference"]["H"], rows["reference"]["V"]) == (8, 16, 64)
-    assert rows["fused"]["status"].startswith("skipped") and "seconds" not in rows["fused"]
+    for name in ("fused", "liger-grpo", "liger-flce", "cce"):
+        assert rows[name]["status"].startswith("skipped") and "seconds" not in rows[name], rows[name]
     assert "torch" in report["versions"] and "no GPU" in report["device"]

@@ -1,9 +1,12 @@
 """`spice bench loss`: forward+backward time and peak memory of the GRPO loss implementations.
 
 Compares the fused Triton kernel (`spice.kernels.fused_grpo_loss`), the naive torch reference that
-materialises fp32 logits (`spice.grpo.grpo_loss_reference`) and, when installed, Liger-Kernel's fused
-linear GRPO loss, at the shapes of issue 4 (N in {4096, 16384}, H = 4096, V = 151936, bf16) on CUDA.
-On a CPU only the reference runs, at a shape given by --cpu-* options; the kernel needs a GPU there.
+materialises fp32 logits (`spice.grpo.grpo_loss_reference`) and, when installed, three baselines at the
+same shapes and dtypes: Liger-Kernel's chunked `LigerFusedLinearGRPOLoss` (dr_grpo, torch.compile),
+Liger-Kernel's `LigerFusedLinearCrossEntropyLoss(reduction="none")` and Apple's Cut Cross-Entropy
+(`linear_cross_entropy(reduction="none")`, its default gradient filter); the last two give per-token
+logprobs that go through the same `policy_loss` as ours. On CUDA the shapes of issue 4 (N in {4096,
+16384}, H = 4096, V = 151936, bf16); on a CPU only the reference runs, at the --cpu-* shape.
 Also runnable as `python -m spice.bench.loss`.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import platform
 import shlex
@@ -22,7 +26,9 @@ from pathlib import Path
 
 import torch
 
-IMPLEMENTATIONS = ("fused", "reference", "liger")
+IMPLEMENTATIONS = ("fused", "reference", "liger-grpo", "liger-flce", "cce")
+GPU_ONLY = ("fused", "liger-grpo", "liger-flce", "cce")  # Triton kernels: no CPU path
+PACKAGES = {"liger-grpo": "liger-kernel==0.8.5", "liger-flce": "liger-kernel==0.8.5", "cce": "cut-cross-entropy==25.1.1"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("triton", "liger_kernel"):
+    for name, dist_name in (("triton", "triton"), ("liger_kernel", "liger-kernel"),
+                            ("cut_cross_entropy", "cut-cross-entropy")):
         try:
-            module = __import__(name)
-            versions[name] = getattr(module, "__version__", "installed")
-        except ImportError:
+            versions[name] = importlib.metadata.version(dist_name)
+        except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
 
@@ -115,17 +121,30 @@ def _runner(name: str, x: dict, seq_len: int) -> Callable[[torch.Tensor, torch.T
         from spice.kernels import fused_grpo_loss
 
         return lambda h, w: fused_grpo_loss(h, w, x["targets"], x["advantages"], x["mask"], normalizer=float(n))[0]
-    from liger_kernel.chunked_loss import LigerFusedLinearGRPOLoss
+    if name == "liger-grpo":
+        from liger_kernel.chunked_loss import LigerFusedLinearGRPOLoss
 
-    if n % seq_len:
-        raise ValueError(f"--sequence-length {seq_len} does not divide N = {n}")
-    batch = n // seq_len
-    liger = LigerFusedLinearGRPOLoss(beta=0.0, use_ref_model=False, loss_type="dr_grpo",
-                                     max_completion_length=seq_len)
-    ids = x["targets"].view(batch, seq_len)
-    mask = x["mask"].view(batch, seq_len)
-    advantages = x["advantages"].view(batch, seq_len)[:, 0].contiguous()  # Liger: one per sequence
-    return lambda h, w: liger(h.view(batch, seq_len, -1), w, ids, mask, advantages)[0]
+        if n % seq_len:
+            raise ValueError(f"--sequence-length {seq_len} does not divide N = {n}")
+        batch = n // seq_len
+        liger = LigerFusedLinearGRPOLoss(beta=0.0, use_ref_model=False, loss_type="dr_grpo",
+                                         max_completion_length=seq_len)
+        ids = x["targets"].view(batch, seq_len)
+        mask = x["mask"].view(batch, seq_len)
+        advantages = x["advantages"].view(batch, seq_len)[:, 0].contiguous()  # Liger: one per sequence
+        return lambda h, w: liger(h.view(batch, seq_len, -1), w, ids, mask, advantages)[0]
+    from spice.grpo import policy_loss
+
+    if name == "liger-flce":
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        flce = LigerFusedLinearCrossEntropyLoss(reduction="none")
+        logprobs = lambda h, w: -flce(w, h, x["targets"])  # noqa: E731
+    else:
+        from cut_cross_entropy import linear_cross_entropy
+
+        logprobs = lambda h, w: -linear_cross_entropy(h, w, x["targets"], reduction="none")  # noqa: E731
+    return lambda h, w: policy_loss(logprobs(h, w), x["advantages"], x["mask"], normalizer=float(n))
 
 
 def _measure(fn: Callable, x: dict, device: torch.device, warmup: int, repeats: int) -> dict:
@@ -166,16 +185,19 @@ def _benchmark(name: str, shape: tuple[int, int, int], dtype: torch.dtype, devic
                args: argparse.Namespace) -> dict:
     n, h, v = shape
     row = {"implementation": name, "N": n, "H": h, "V": v, "dtype": str(dtype).removeprefix("torch.")}
-    if name in ("fused", "liger") and device.type != "cuda":
-        return {**row, "status": "skipped: needs a CUDA GPU"}
+    if name in GPU_ONLY and device.type != "cuda":
+        return {**row, "status": "skipped: needs a CUDA GPU (Triton kernels)"}
     try:
         x = _inputs(n, h, v, dtype, device)
         row.update(_measure(_runner(name, x, args.sequence_length), x, device, args.warmup, args.repeats))
         row["status"] = "ok"
     except ImportError as err:
-        row["status"] = f"skipped: {err}"
+        row["status"] = f"skipped: {err.name or err} not installed (pip install {PACKAGES.get(name, err.name)})"
     except torch.cuda.OutOfMemoryError:
         row["status"] = "out of memory"
+    except Exception as err:  # a baseline that cannot run here is a row, not the end of the benchmark
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        row["status"] = f"failed: {type(err).__name__}: {reason}"
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -217,8 +239,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"command: {header['command']}")
     print(f"date: {header['date']}")
     if not use_cuda:
-        print("note: the fused Triton kernel and Liger's loss need a CUDA GPU; on CPU only the torch "
-              "reference (materialised fp32 logits) is measured, at a smaller shape.")
+        print("note: the fused Triton kernel, Liger-Kernel and Cut Cross-Entropy need a CUDA GPU; on CPU only "
+              "the torch reference (materialised fp32 logits) is measured, at a smaller shape.")
     rows = []
     for shape in shapes:
         for name in args.implementations:
@@ -228,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
     print(_format(rows))
     if args.json is not None:
         args.json.write_text(json.dumps({**header, "results": rows}, indent=2))
-    return 0
+    ours_failed = [r for r in rows if r["implementation"] in ("fused", "reference") and r["status"].startswith("failed")]
+    return 1 if ours_failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
