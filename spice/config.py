@@ -17,8 +17,10 @@ from typing import Any
 
 import yaml
 
+from spice.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration key or value is wrong; the message names it."""
 
 
@@ -39,7 +41,9 @@ class CorpusConfig:
 
 @dataclass
 class ChallengerConfig:
-    attempts_per_document: int = 4  # samples per document; one valid task is kept (paper: up to 1024)
+    attempts_per_document: int = 4  # challenger group per document: samples per round and trained per document
+    max_attempts: int = 64  # paper selection: rounds of attempts_per_document until a valid task (paper: 1024)
+    attempt_selection: str = "paper"  # paper (group keeps the valid:invalid ratio) | all_invalid (one round)
     select_format: bool = True  # ask the model for MCQ vs free form first (paper); else pick at random
     prompt_style: str = "paper"  # paper | compact (short prompts for small models on a CPU)
     constrained_decoding: bool | None = None  # decode task JSON under its schema; None: on for the embedded model
@@ -47,6 +51,11 @@ class ChallengerConfig:
     temperature: float = 1.0  # paper: 1.0 for both roles
     top_p: float = 1.0
     formats: list[str] = field(default_factory=lambda: ["mcq", "free_form"])
+    # tools (AgentInstruct; spice.checks, spice.refine, docs/sandbox.md)
+    check: str = "off"  # off | optional | required_numeric: a program recomputes the gold answer in the sandbox
+    check_sandbox: str = "seccomp"  # seccomp | bwrap | rlimits (weaker: no seccomp; only if chosen explicitly)
+    check_timeout: float = 2.0  # wall-clock seconds per check program (CPU seconds: its ceiling)
+    refine_rounds: int = 0  # suggester/editor rounds that make each kept task harder, re-validated each round
 
 
 @dataclass
@@ -59,7 +68,7 @@ class ReasonerConfig:
 
 @dataclass
 class LossConfig:
-    clip_low: float = 0.2
+    clip_low: float = 0.2  # ratio clipping against the first pass's logprobs; acts only with optim.ppo_epochs > 1
     clip_high: float = 0.2  # > clip_low gives "clip-higher"
     aggregation: str = "token_sum"  # token_sum (Dr. GRPO, / constant) | token_mean | seq_mean
     normalizer: float | None = None  # token_sum's constant; None: the longer max_new_tokens of the roles
@@ -67,7 +76,9 @@ class LossConfig:
     kl_coef: float = 0.0  # k3 KL coefficient; must be 0 in training (no reference policy is kept; paper: 0)
     std_normalize: bool = False  # divide advantages by the group std (GRPO); off for Dr. GRPO
     invalid_penalty: float = -0.1  # challenger reward for an invalid task
-    implementation: str = "auto"  # auto | reference | fused (Triton kernel; auto = fused on CUDA)
+    # auto: the reference loss everywhere until the fused Triton kernel has passed its GPU tests on this
+    # project's benchmark machine (it has not run on a GPU yet); fused: the kernel (CUDA only)
+    implementation: str = "auto"  # auto | reference | fused; auto = reference until the kernel passes on GPU
 
 
 @dataclass
@@ -79,6 +90,7 @@ class OptimConfig:
     grad_clip: float = 1.0  # max gradient norm
     micro_batch_size: int = 4  # sequences per forward/backward; gradients accumulate over the batch
     gradient_checkpointing: bool = False  # recompute activations in backward (torch backend)
+    ppo_epochs: int = 1  # optimizer steps per batch; later ones clip against the first pass's logprobs (torch)
 
 
 @dataclass
@@ -123,6 +135,7 @@ class SGLangConfig:
     request_timeout: float = 600.0
     max_retries: int = 3
     launch_command: str = "python -m sglang.launch_server"  # `spice serve` for the CPU stand-in
+    deterministic_inference: bool = False  # launch with --enable-deterministic-inference: sampling_seed is honoured only then
 
 
 @dataclass
@@ -140,6 +153,45 @@ class EvalConfig:
     samples: int = 1  # answers per item (mean score); 1 with temperature 0 is greedy
     temperature: float = 0.0
     max_new_tokens: int = 512
+
+
+def default_guard_rules() -> list[dict[str, Any]]:
+    """Guard rules that only log (a run is never stopped or rolled back unless the config asks)."""
+    return [
+        {"name": "valid-task collapse", "monitor": "valid_task_rate", "below": 0.02, "consecutive": 3},
+        {"name": "tasks too easy", "monitor": "reasoner_accuracy", "above": 0.95, "consecutive": 3},
+        {"name": "tasks unanswerable", "monitor": "reasoner_accuracy", "below": 0.02, "consecutive": 3},
+        {"name": "answer leaks", "monitor": "answer_leak_rate", "above": 0.2},
+        {"name": "duplicate questions", "monitor": "duplicate_rate", "above": 0.5},
+        {"name": "challenger length explosion", "monitor": "challenger_length_mean", "ratio": 3.0},
+        {"name": "reasoner length explosion", "monitor": "reasoner_length_mean", "ratio": 3.0},
+        {"name": "reward spike", "monitor": "challenger_reward_mean", "zscore": 6.0, "min_std": 0.05},
+        {"name": "gradient spike", "monitor": "grad_norm", "zscore": 6.0, "min_std": 0.1},
+        {"name": "policy drift", "monitor": "policy_kl", "above": 20.0},
+        {"name": "benchmark regression", "monitor": "eval_regression", "above": 0.05},
+        {"name": "wrong gold answers", "monitor": "evaluator_disagreement", "above": 0.5},
+    ]
+
+
+@dataclass
+class GuardConfig:
+    """Oversight (spice/guard): monitors, the policy's rules, signed records, gated promotion."""
+
+    rules: list[dict[str, Any]] = field(default_factory=default_guard_rules)  # monitor condition -> action (log | pause | stop | rollback); see spice/guard/policy.py
+    max_rollbacks: int = 3  # rollbacks in one run; one more firing stops the run instead
+    pause_poll_seconds: float = 5.0  # how often a paused run looks for RUN_DIR/APPROVE (or STOP)
+    duplicate_threshold: float = 0.8  # MinHash Jaccard of word 3-shingles at which questions are near-duplicates
+    duplicate_window: int = 3  # earlier iterations whose questions count for near-duplicates
+    drift_every: int = 10  # iterations between KL checks against the initial model on a probe set (0: off)
+    drift_probes: int = 8  # probe prompts (corpus documents) for the KL check
+    drift_probe_tokens: int = 32  # tokens the initial model samples per probe prompt
+    evaluator: str | None = None  # independent evaluator: null (off) | initial (frozen base model) | model path
+    evaluator_samples: int = 8  # tasks per iteration it re-answers with the document in view
+    evaluator_max_new_tokens: int = 256
+    promote_min_delta: dict[str, float] = field(default_factory=lambda: {"mean": 0.0})  # spice promote: score minus base score per benchmark (or mean) must reach this
+    tensorboard: bool = True  # TensorBoard event files in RUN_DIR/tensorboard (needs tensorboard)
+    wandb: str | None = None  # W&B project to log metrics to (needs wandb installed)
+    mlflow: str | None = None  # MLflow experiment to log metrics to (needs mlflow installed)
 
 
 @dataclass
@@ -164,11 +216,15 @@ class SpiceConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)  # oversight: spice/guard
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "challenger.prompt_style": ("paper", "compact"),
+    "challenger.attempt_selection": ("paper", "all_invalid"),
+    "challenger.check": ("off", "optional", "required_numeric"),
+    "challenger.check_sandbox": ("seccomp", "bwrap", "rlimits"),
     "loss.aggregation": ("token_sum", "token_mean", "seq_mean"),
     "loss.implementation": ("auto", "reference", "fused"),
     "train.backend": ("torch", "megatron"),
@@ -274,13 +330,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Read YAML at `path` (or the defaults) and apply `key=value` overrides, validating all."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+        data = _read_yaml(Path(path))
     for text in overrides:
         key, value = _parse_override(text)
         _set_path(data, key, value)
@@ -289,8 +339,138 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return config
 
 
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML config file; ConfigError naming the file (and line) if it is unusable."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start})") from error
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(error.problem or error.context or "").split())
+        raise ConfigError(f"config file {path}{where}: not valid YAML ({problem})") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path}: not valid YAML ({' '.join(str(error).split())})") from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections (run:, model:, ...), "
+                          f"got a {type(data).__name__}")
+    return data
+
+
+def _check_range(key: str, value: float | None, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False, optional: bool = False) -> None:
+    """ConfigError naming `key` unless `value` lies in the interval (None passes when `optional`)."""
+    if value is None and optional:
+        return
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above:
+        if high is None:
+            raise ConfigError(f"{key}: must be {'>' if low_open else '>='} {low:g}, got {value}")
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"{key}: must be in {interval}, got {value}")
+
+
+def _check_ranges(config: SpiceConfig) -> None:
+    """Every numeric option inside its meaningful range, checked at load time before any model loads."""
+    run, challenger, reasoner, loss, optim = (config.run, config.challenger, config.reasoner, config.loss,
+                                              config.optim)
+    at_least_one = {
+        "run.checkpoint_every": run.checkpoint_every,
+        "run.keep_checkpoints": run.keep_checkpoints,
+        "optim.ppo_epochs": optim.ppo_epochs,
+        "rollout.batch_size": config.rollout.batch_size,
+        "eval.samples": config.eval.samples,
+        "eval.max_new_tokens": config.eval.max_new_tokens,
+        "train.megatron.tensor_model_parallel_size": config.train.megatron.tensor_model_parallel_size,
+        "train.megatron.pipeline_model_parallel_size": config.train.megatron.pipeline_model_parallel_size,
+        "rollout.sglang.num_servers": config.rollout.sglang.num_servers,
+        "rollout.sglang.bucket_megabytes": config.rollout.sglang.bucket_megabytes,
+        "rollout.sglang.max_concurrency": config.rollout.sglang.max_concurrency,
+    }
+    for key, value in at_least_one.items():
+        if value < 1:
+            raise ConfigError(f"{key}: must be at least 1, got {value}")
+    for key, value in (("corpus.limit", config.corpus.limit), ("eval.limit", config.eval.limit)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{key}: must be at least 1 or null (no limit), got {value}")
+    if config.eval.every < 0:
+        raise ConfigError(f"eval.every: must be 0 (never) or more, got {config.eval.every}")
+    if challenger.max_attempts < challenger.attempts_per_document:
+        raise ConfigError(f"challenger.max_attempts: must be at least challenger.attempts_per_document "
+                          f"({challenger.attempts_per_document}), got {challenger.max_attempts}")
+    # sampling of the trained roles: temperature 0 would silently mean greedy (all G answers identical)
+    for role, cfg in (("challenger", challenger), ("reasoner", reasoner)):
+        _check_range(f"{role}.temperature", cfg.temperature, 0.0, low_open=True)
+        _check_range(f"{role}.top_p", cfg.top_p, 0.0, 1.0, low_open=True)
+    _check_range("eval.temperature", config.eval.temperature, 0.0)  # 0 is greedy, as benchmarks use
+    _check_range("loss.normalizer", loss.normalizer, 0.0, low_open=True, optional=True)
+    _check_range("loss.clip_low", loss.clip_low, 0.0, 1.0, high_open=True)
+    _check_range("loss.clip_high", loss.clip_high, 0.0)
+    _check_range("optim.lr", optim.lr, 0.0, low_open=True)
+    _check_range("optim.eps", optim.eps, 0.0, low_open=True)
+    _check_range("optim.weight_decay", optim.weight_decay, 0.0)
+    _check_range("optim.grad_clip", optim.grad_clip, 0.0, low_open=True)
+    if len(optim.betas) != 2:
+        raise ConfigError(f"optim.betas: expected exactly two numbers [beta1, beta2], got {optim.betas}")
+    for i, beta in enumerate(optim.betas):
+        _check_range(f"optim.betas[{i}]", beta, 0.0, 1.0, high_open=True)
+    _check_range("rollout.sglang.request_timeout", config.rollout.sglang.request_timeout, 0.0, low_open=True)
+    if config.rollout.sglang.max_retries < 0:
+        raise ConfigError(f"rollout.sglang.max_retries: must be 0 or more, got {config.rollout.sglang.max_retries}")
+    if optim.ppo_epochs > 1 and config.train.backend != "torch":
+        raise ConfigError(f"optim.ppo_epochs: {optim.ppo_epochs} epochs are implemented in the torch backend "
+                          f"only; train.backend={config.train.backend} takes optim.ppo_epochs=1")
+
+
+def _check_guard(guard: GuardConfig) -> None:
+    """The guard's rules parse (errors name guard.rules[i].key) and its numbers are in range."""
+    from spice.guard.policy import parse_rules
+
+    parse_rules(guard.rules)
+    for key, value in (("guard.duplicate_window", guard.duplicate_window), ("guard.drift_probes", guard.drift_probes),
+                       ("guard.drift_probe_tokens", guard.drift_probe_tokens),
+                       ("guard.evaluator_samples", guard.evaluator_samples),
+                       ("guard.evaluator_max_new_tokens", guard.evaluator_max_new_tokens)):
+        if value < 1:
+            raise ConfigError(f"{key}: must be at least 1, got {value}")
+    for key, value in (("guard.max_rollbacks", guard.max_rollbacks), ("guard.drift_every", guard.drift_every)):
+        if value < 0:
+            raise ConfigError(f"{key}: must be 0 or more, got {value}")
+    _check_range("guard.pause_poll_seconds", guard.pause_poll_seconds, 0.0, low_open=True)
+    _check_range("guard.duplicate_threshold", guard.duplicate_threshold, 0.0, 1.0, low_open=True)
+    for name, value in guard.promote_min_delta.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"guard.promote_min_delta.{name}: expected a number, got {value!r}")
+
+
+def _check_tools(challenger: ChallengerConfig) -> None:
+    """The check programs' limits are in range and their sandbox can run on this machine."""
+    _check_range("challenger.check_timeout", challenger.check_timeout, 0.0, 60.0, low_open=True)
+    _check_range("challenger.refine_rounds", challenger.refine_rounds, 0, 8)
+    if challenger.check != "off":
+        from spice.sandbox import SandboxError, check_mode
+
+        try:
+            check_mode(challenger.check_sandbox)
+        except SandboxError as error:
+            raise ConfigError(f"challenger.check_sandbox: {error}") from error
+
+
 def validate(config: SpiceConfig) -> None:
     """Cross-field checks that a type alone cannot express."""
+    _check_ranges(config)
+    _check_guard(config.guard)
+    _check_tools(config.challenger)
     positive = {
         "run.iterations": config.run.iterations,
         "run.documents_per_iteration": config.run.documents_per_iteration,
@@ -311,8 +491,6 @@ def validate(config: SpiceConfig) -> None:
             raise ConfigError(f"challenger.formats: {name!r} is not one of mcq, free_form")
     if not config.challenger.formats:
         raise ConfigError("challenger.formats: needs at least one format")
-    if config.loss.clip_low < 0 or config.loss.clip_high < 0:
-        raise ConfigError("loss.clip_low / loss.clip_high: must be non-negative")
     if config.loss.kl_coef != 0.0:
         raise ConfigError("loss.kl_coef: the training backends keep no reference policy, so KL is not "
                           "available in training (the paper uses none); the loss functions support it")

@@ -6,10 +6,16 @@ sampling_params n, temperature, top_p, max_new_tokens, json_schema, sampling_see
 `/health`, `/get_model_info`, `/get_server_info`, `/flush_cache`, `/update_weights_from_disk`,
 `/update_weights_from_tensor`, `/init_weights_update_group`, `/update_weights_from_distributed`,
 `/destroy_weights_update_group`, `/release_memory_occupation`, `/resume_memory_occupation`.
-Concurrent `/generate` requests are batched. Differences from SGLang: `/update_weights_from_tensor`
-takes `load_format: "spice_safetensors"` (base64 safetensors bytes) instead of pickled CUDA IPC
-handles, the process group for `/update_weights_from_distributed` may use gloo, and memory release
-only makes `/generate` refuse work until resumed. Useful for CI and for trying a config on a laptop.
+Concurrent `/generate` requests are batched. It refuses what SGLang refuses (read from the 0.5.23,
+0.5.20 and 0.5.3 wheels): tensor and distributed updates outside a `/begin_weight_update` ..
+`/end_weight_update` session (0.5.21+), `/flush_cache` while a request runs (400), resuming a memory tag
+that is not released; `/health` runs a one-token generation unless SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION
+is false (0.5.6+), and release/resume answer `null`. `--emulate 0.5.20` or `0.5.3` behaves as those
+releases (no session endpoints; 0.5.3: no `cuda_graph` tag, no `/model_info`, `/health` always generates).
+Differences from SGLang: `/update_weights_from_tensor` takes `load_format: "spice_safetensors"` (base64
+safetensors bytes) instead of pickled CUDA IPC handles, the process group for
+`/update_weights_from_distributed` may use gloo, and `/generate` on released memory is refused (400)
+where SGLang would run on freed memory. Useful for CI and for trying a config on a laptop.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import queue
 import sys
 import threading
@@ -40,6 +47,32 @@ class BadRequest(ValueError):
     """The request is malformed or asks for something the stand-in does not do (HTTP 400)."""
 
 
+@dataclass(frozen=True)
+class Release:
+    """How one supported SGLang release behaves where spice depends on it (read from its wheel)."""
+
+    version: str
+    sessions: bool  # /begin_weight_update and /end_weight_update; tensor/distributed updates need one (0.5.21+)
+    memory_tags: tuple[str, ...]  # what a release or resume without tags covers (GPU_MEMORY_ALL_TYPES)
+    health_switch: bool  # SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION can stop /health generating (0.5.6+)
+    info_names: bool  # /model_info and /server_info besides the deprecated /get_* names (0.5.6+)
+
+
+RELEASES = {
+    "0.5.23": Release("0.5.23", True, ("kv_cache", "weights", "cuda_graph"), True, True),
+    "0.5.20": Release("0.5.20", False, ("kv_cache", "weights", "cuda_graph"), True, True),
+    "0.5.3": Release("0.5.3", False, ("weights", "kv_cache"), False, False),
+}
+
+
+def _env_true(name: str, default: bool) -> bool:
+    """SGLang's EnvBool reading of an environment variable."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "y", "on")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options under SGLang's own names where they exist."""
     parser.add_argument("--model-path", required=True, help="local Hugging Face model folder")
@@ -55,6 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-threads", type=int, default=None,
                         help="torch CPU threads (1 keeps several stand-ins on a small machine fast)")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--emulate", default="0.5.23", choices=sorted(RELEASES),
+                        help="behave as this SGLang release (sessions, memory tags, endpoints, /health)")
 
 
 @dataclass
@@ -80,10 +115,17 @@ class StandIn:
                                       seed=args.random_seed, device=args.device)
         self.weight_version = str(args.weight_version)
         self.lock = threading.Lock()  # one forward pass at a time: generation or a weight update
+        self.lock_running = threading.Lock()
         self.jobs: queue.Queue[_Job] = queue.Queue()
         self.groups: dict[str, Any] = {}
+        self.release = RELEASES[getattr(args, "emulate", "0.5.23")]
         self.released: set[str] = set()
+        self.session_open = False
+        self.running = 0  # requests generating now (health checks included): /flush_cache refuses then
+        self.health_generates = not (self.release.health_switch
+                                     and not _env_true("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", True))
         self.requests_served = 0
+        self.health_generations = 0
         threading.Thread(target=self._batch_loop, name="batcher", daemon=True).start()
 
     # ----- generation ----------------------------------------------------------------------------
@@ -139,15 +181,77 @@ class StandIn:
             raise BadRequest("sampling_params: n must be >= 1 and max_new_tokens >= 0")
         started = time.perf_counter()
         self.requests_served += 1
-        job = _Job([p for p in prompts for _ in range(n)], sampling)
-        self.jobs.put(job)
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
+        job = self._run(_Job([p for p in prompts for _ in range(n)], sampling))
         assert job.result is not None
         outputs = [self._output(c, len(job.prompts[i]), sampling, bool(body.get("return_logprob")), started)
                    for i, c in enumerate(job.result)]
         return outputs[0] if single and n == 1 else outputs
+
+    def _run(self, job: _Job) -> _Job:
+        """Queue a job for the batcher and wait for it, counted as running meanwhile."""
+        with self.lock_running:
+            self.running += 1
+        try:
+            self.jobs.put(job)
+            job.done.wait()
+        finally:
+            with self.lock_running:
+                self.running -= 1
+        if job.error is not None:
+            raise job.error
+        return job
+
+    def health(self, generate: bool) -> int:
+        """SGLang's `/health`: a one-token greedy generation from token 0 (unless switched off);
+        on released memory that generation fails (SGLang would run it on freed memory)."""
+        from spice.rollout.base import SamplingParams
+
+        if not generate:
+            return 200
+        self.health_generations += 1
+        if self.released:
+            log.warning("/health generated on released memory (%s)", sorted(self.released))
+            return 503
+        self._run(_Job([[0]], SamplingParams(n=1, temperature=0.0, max_new_tokens=1)))
+        return 200
+
+    def flush_cache(self) -> tuple[int, str]:
+        """200 when idle; 400 while requests run, as SGLang's scheduler refuses then."""
+        if self.running:
+            return 400, "Flush cache failed: requests are running.\n"
+        return 200, ("Cache flushed.\nPlease check backend logs for more details. (When there are running "
+                     "or waiting requests, the operation will not be performed.)\n")
+
+    def release_memory(self, body: dict[str, Any]) -> None:
+        """Mark tags released (no tags: every type this release knows); generation refuses meanwhile."""
+        if self.running:
+            raise BadRequest("release_memory_occupation should be called only when server is idle.")
+        tags = body.get("tags") or list(self.release.memory_tags)
+        self.released |= set(tags)
+
+    def resume_memory(self, body: dict[str, Any]) -> None:
+        """Resume tags in order; one that is not released fails as SGLang's `offload_tags.remove` does."""
+        tags = body.get("tags") or list(self.release.memory_tags)
+        for tag in tags:
+            if tag not in self.released:
+                raise BadRequest(repr(tag))
+            self.released.remove(tag)
+
+    def begin_session(self) -> dict[str, Any]:
+        if self.session_open:
+            raise BadRequest("a weight-update session is already open; call end_weight_update() first")
+        self.session_open = True
+        return {"success": True, "message": "Success"}
+
+    def end_session(self) -> dict[str, Any]:
+        if not self.session_open:
+            raise BadRequest("no weight-update session is open; call begin_weight_update() first")
+        self.session_open = False
+        return {"success": True, "message": "Success"}
+
+    def _need_session(self, endpoint: str) -> None:
+        if self.release.sessions and not self.session_open:
+            raise BadRequest(f"{endpoint} must run between begin_weight_update() and end_weight_update()")
 
     def _prompts(self, body: dict[str, Any]) -> tuple[list[list[int]], bool]:
         ids, text = body.get("input_ids"), body.get("text")
@@ -180,7 +284,9 @@ class StandIn:
         return {"text": completion.text, "output_ids": ids, "meta_info": meta}
 
     # ----- weights ---------------------------------------------------------------------------------
-    def _load(self, named: list[tuple[str, torch.Tensor]], version: Any) -> None:
+    def _load(self, named: list[tuple[str, torch.Tensor]], version: Any, flush: bool = True) -> None:
+        """Load tensors under `version`; like SGLang 0.5.21+, a flush refused because requests run
+        fails the update (after the weights changed)."""
         if "weights" in self.released:
             raise BadRequest("weights are released: resume them before updating")
         names = {n for n, _ in self.engine.model.named_parameters()}
@@ -195,6 +301,9 @@ class StandIn:
                 self.weight_version = str(version)
                 if self.weight_version.lstrip("-").isdigit():
                     self.engine.weight_version = int(self.weight_version)
+        if flush and self.running and self.release.sessions:
+            raise BadRequest("Weights were updated, but the cache was not flushed because requests are still "
+                             "running or queued. Retract or finish them, then call /flush_cache.")
 
     def update_from_disk(self, body: dict[str, Any]) -> dict[str, Any]:
         from safetensors.torch import load_file
@@ -204,12 +313,13 @@ class StandIn:
         if not files:
             raise BadRequest(f"model_path {str(path)!r} holds no .safetensors files")
         named = [item for f in files for item in load_file(str(f)).items()]
-        self._load(named, body.get("weight_version"))
+        self._load(named, body.get("weight_version"), bool(body.get("flush_cache", True)))
         return {"success": True, "message": f"loaded {len(named)} tensors from {path}", "num_paused_requests": 0}
 
     def update_from_tensor(self, body: dict[str, Any]) -> dict[str, Any]:
         from spice.rollout.weight_sync.tensor import SAFETENSORS_FORMAT, deserialize_safetensors
 
+        self._need_session("update_weights_from_tensor")
         if body.get("load_format") != SAFETENSORS_FORMAT:
             raise BadRequest(f"spice serve takes load_format {SAFETENSORS_FORMAT!r} (base64 safetensors), "
                              f"not {body.get('load_format')!r}: CUDA IPC handles need a real SGLang server")
@@ -220,7 +330,7 @@ class StandIn:
             named = deserialize_safetensors(entries[0])
         except ValueError as error:
             raise BadRequest(f"serialized_named_tensors[0]: {error}") from error
-        self._load(named, body.get("weight_version"))
+        self._load(named, body.get("weight_version"), bool(body.get("flush_cache", True)))
         return {"success": True, "message": f"loaded {len(named)} tensors"}
 
     def init_group(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -239,6 +349,7 @@ class StandIn:
     def update_from_distributed(self, body: dict[str, Any]) -> dict[str, Any]:
         import torch.distributed as dist
 
+        self._need_session("update_weights_from_distributed")
         name = body.get("group_name", "weight_update_group")
         if name not in self.groups:
             raise BadRequest(f"no weight update group {name!r}: call /init_weights_update_group first")
@@ -251,7 +362,7 @@ class StandIn:
             tensor = torch.empty(shape, dtype=getattr(torch, dtype))
             dist.broadcast(tensor, src=0, group=self.groups[name])
             named.append((tensor_name, tensor))
-        self._load(named, body.get("weight_version"))
+        self._load(named, body.get("weight_version"), bool(body.get("flush_cache", True)))
         return {"success": True, "message": f"received {len(named)} tensors"}
 
     def destroy_group(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -280,6 +391,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
     def _send(self, status: int, body: Any) -> None:
+        """A text body as text/plain, anything else as JSON (None is `null`, as SGLang's release answers)."""
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
@@ -317,31 +429,37 @@ class _Handler(BaseHTTPRequestHandler):
             return
         app = self.server.app
         path = self.path.split("?", 1)[0]
+        server_info = lambda: {**vars(app.args), "api_key": None, "weight_version": app.weight_version,  # noqa: E731
+                               "requests_served": app.requests_served, "version": app.release.version,
+                               "health_generations": app.health_generations, "stand_in": "spice serve"}
         routes = {
             "/generate": lambda: app.generate(body or {}),
-            "/get_model_info": app.model_info, "/model_info": app.model_info,
-            "/get_server_info": lambda: {**vars(app.args), "api_key": None, "weight_version": app.weight_version,
-                                         "requests_served": app.requests_served, "stand_in": "spice serve"},
+            "/get_model_info": app.model_info, "/get_server_info": server_info,
             "/update_weights_from_disk": lambda: app.update_from_disk(body or {}),
             "/update_weights_from_tensor": lambda: app.update_from_tensor(body or {}),
             "/init_weights_update_group": lambda: app.init_group(body or {}),
             "/update_weights_from_distributed": lambda: app.update_from_distributed(body or {}),
             "/destroy_weights_update_group": lambda: app.destroy_group(body or {}),
         }
+        if app.release.info_names:
+            routes.update({"/model_info": app.model_info, "/server_info": server_info})
+        if app.release.sessions:
+            routes.update({"/begin_weight_update": app.begin_session, "/end_weight_update": app.end_session})
         try:
             if path in ("/health", "/health_generate"):
-                self._send(200, "")
+                self._send(app.health(path == "/health_generate" or app.health_generates), "")
             elif path == "/flush_cache":
-                self._send(200, "Cache flushed.")  # the HF engine keeps no prefix cache between calls
-            elif path == "/release_memory_occupation":
-                app.released = {"weights", "kv_cache"}
-                self._send(200, {"success": True, "message": "released"})
-            elif path == "/resume_memory_occupation":
-                tags = (body or {}).get("tags")
-                app.released = set() if tags is None else app.released - set(tags)
-                self._send(200, {"success": True, "message": "resumed"})
+                self._send(*app.flush_cache())
+            elif path in ("/release_memory_occupation", "/resume_memory_occupation"):
+                try:
+                    (app.release_memory if path.startswith("/release") else app.resume_memory)(body or {})
+                except BadRequest as error:  # SGLang's _create_error_response
+                    self._send(400, {"error": {"message": str(error)}})
+                    return
+                self._send(200, None)
             elif path in routes:
-                if body is None and path not in ("/get_model_info", "/model_info", "/get_server_info"):
+                if body is None and path not in ("/get_model_info", "/model_info", "/get_server_info",
+                                                 "/server_info"):
                     self._send(405, {"error": f"{path} takes POST"})
                     return
                 self._send(200, routes[path]())

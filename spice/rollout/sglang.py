@@ -12,11 +12,12 @@ import asyncio
 import json
 import logging
 import random
+import shutil
 import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,19 @@ from spice.rollout.base import Completion, SamplingParams
 from spice.rollout.sglang_servers import Server, ServerPool, free_port
 from spice.rollout.weight_sync import DiskWeightSync, DistributedWeightSync, TensorWeightSync, WeightSync
 from spice.rollout.weight_sync.base import WeightSyncError, headers, post_all
-from spice.rollout.weight_sync.disk import save_safetensors
+from spice.rollout.weight_sync.disk import ShardWriter
+
+# SGLang's GPU memory tags (GPU_MEMORY_ALL_TYPES in 0.5.20-0.5.23; 0.5.3 knows only the first two).
+MEMORY_TAGS = ("weights", "kv_cache", "cuda_graph")
+
+
+def _tee(named_tensors: Iterable[tuple[str, torch.Tensor]],
+         writer: ShardWriter | None) -> Iterator[tuple[str, torch.Tensor]]:
+    """Pass the tensors through, also handing each to `writer` (the restart copy) when there is one."""
+    for name, tensor in named_tensors:
+        if writer is not None:
+            writer.add(name, tensor)
+        yield name, tensor
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +148,8 @@ class SGLangRolloutEngine:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.last_sync: dict[str, Any] = {}
-        self.released = False
+        self.released: set[str] = set()  # memory tags released on the servers
         self._update_lock = threading.RLock()
-        self._resync_copy: list[tuple[str, torch.Tensor]] | None = None
         self._resync_dir: tuple[int, Path] | None = None
         self._loop = asyncio.new_event_loop()
         self._session: aiohttp.ClientSession | None = None
@@ -273,21 +285,27 @@ class SGLangRolloutEngine:
         """Send HF-named tensors to every server through the transport, flush their caches, and
         return `seconds`, `gigabytes`, `gigabytes_per_second` of the sync."""
         with self._update_lock:
-            tensors = list(named_tensors)
             urls = self.pool.server_urls
             started = time.perf_counter()
-            if self.released:
+            if "weights" in self.released:
                 self.resume_memory(["weights"])
-            sent = self.transport.push(urls, tensors, version, skip=self.pool.is_down)
+            spill = None
+            if self.transport.name != "disk" and not self.config.urls:
+                # A restarted server is resynchronised from disk: the streamed buckets are written there
+                # as they pass (one shard on the host at a time, never the whole model).
+                spill = ShardWriter(self.work_dir / "resync" / f"v{version}", model_dir=self.model_path,
+                                    shard_bytes=self.config.bucket_megabytes << 20)
+            sent = self.transport.push(urls, _tee(named_tensors, spill), version, skip=self.pool.is_down)
             if self.released:
-                self.resume_memory(["kv_cache"])
-                self.released = False
+                self.resume_memory()  # kv_cache and cuda_graph, after the weights
             self.flush_cache(urls)
             seconds = time.perf_counter() - started
             self.weight_version = version
-            if self.transport.name != "disk" and not self.config.urls:
-                # A restarted server is resynchronised from disk; keep what it will need.
-                self._resync_copy = [(name, t.detach().to("cpu", copy=True)) for name, t in tensors]
+            if spill is not None:
+                spill.finish()
+                previous, self._resync_dir = self._resync_dir, (version, spill.directory)
+                if previous is not None and previous[1] != spill.directory:
+                    shutil.rmtree(previous[1], ignore_errors=True)
         self.last_sync = {"seconds": seconds, "gigabytes": sent / 1e9,
                           "gigabytes_per_second": sent / 1e9 / max(seconds, 1e-9),
                           "transport": self.transport.name, "version": version}
@@ -301,19 +319,24 @@ class SGLangRolloutEngine:
                  timeout=self.config.request_timeout, skip=self.pool.is_down)
 
     def release_memory(self) -> None:
-        """Colocated layout: free the servers' GPU memory before training (`enable_memory_saver`)."""
+        """Colocated layout: free the servers' GPU memory before training (`enable_memory_saver`). The
+        tags are named: a release without tags frees what the server's release knows (0.5.3 has no
+        `cuda_graph`), and resuming a tag that was not released fails (`offload_tags.remove`)."""
         with self._update_lock:
-            post_all(self.pool.server_urls, "/release_memory_occupation", {}, api_key=self.config.api_key,
-                     timeout=self.config.request_timeout, skip=self.pool.is_down)
-            self.released = True
+            post_all(self.pool.server_urls, "/release_memory_occupation", {"tags": list(MEMORY_TAGS)},
+                     api_key=self.config.api_key, timeout=self.config.request_timeout, skip=self.pool.is_down)
+            self.released = set(MEMORY_TAGS)
 
     def resume_memory(self, tags: list[str] | None = None) -> None:
-        """Re-occupy the servers' GPU memory (`tags`: SGLang's "weights", "kv_cache"; None: all)."""
+        """Re-occupy the servers' GPU memory: `tags` (SGLang's "weights", "kv_cache", "cuda_graph"), or
+        None for every tag still released."""
         with self._update_lock:
+            tags = [tag for tag in MEMORY_TAGS if tag in self.released] if tags is None else list(tags)
+            if not tags:
+                return
             post_all(self.pool.server_urls, "/resume_memory_occupation", {"tags": tags},
                      api_key=self.config.api_key, timeout=self.config.request_timeout, skip=self.pool.is_down)
-            if tags is None:
-                self.released = False
+            self.released -= set(tags)
 
     def _resync(self, server: Server) -> None:
         """Called by the pool after restarting `server`: load the latest weights into it from disk."""
@@ -323,12 +346,8 @@ class SGLangRolloutEngine:
             if isinstance(self.transport, DiskWeightSync):
                 self.transport.load([server.url])
             else:
-                if self._resync_copy is None:
-                    raise WeightSyncError(f"cannot resync {server.url}: no copy of weights v{self.weight_version}")
                 if self._resync_dir is None or self._resync_dir[0] != self.weight_version:
-                    path = self.work_dir / "resync" / f"v{self.weight_version}"
-                    save_safetensors(self._resync_copy, path, model_dir=self.model_path)
-                    self._resync_dir = (self.weight_version, path)
+                    raise WeightSyncError(f"cannot resync {server.url}: no copy of weights v{self.weight_version}")
                 post_all([server.url], "/update_weights_from_disk",
                          {"model_path": str(self._resync_dir[1].resolve()),
                           "weight_version": str(self.weight_version)},

@@ -33,6 +33,56 @@ class ServerLaunchError(RuntimeError):
     """A server or the router did not come up; the message names it and its log file."""
 
 
+# What torchrun (and torch.distributed's elastic agent) put in a worker's environment. A server that
+# inherits them joins the trainer's rendezvous or reads rank 0's GPU settings, so servers never get them.
+TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                      "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT",
+                      "CUDA_DEVICE_MAX_CONNECTIONS", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "NCCL_ASYNC_ERROR_HANDLING")
+TORCHRUN_PREFIXES = ("TORCHELASTIC_", "PET_")
+
+
+def server_env(base: dict[str, str], extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The servers' environment: `base` without torchrun's variables, plus SGLang settings spice relies
+    on: logprobs of the unscaled policy, and a `/health` that answers without generating (0.5.6+; by
+    default it runs a forward pass, which races weight updates and runs on released memory)."""
+    env = {key: value for key, value in base.items()
+           if key not in TORCHRUN_VARIABLES and not key.startswith(TORCHRUN_PREFIXES)}
+    env.update({"SGLANG_RETURN_ORIGINAL_LOGPROB": "1", "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION": "0"})
+    return {**env, **(extra or {})}
+
+
+def info(url: str, what: str, api_key: str | None, timeout: float = 30.0) -> dict[str, Any] | None:
+    """GET `/model_info` or `/server_info` (`what`), falling back to the deprecated `/get_...` name that
+    servers before 0.5.6 have; None when a server has neither."""
+    for path in (f"/{what}", f"/get_{what}"):
+        try:
+            response = requests.get(url + path, headers=headers(api_key), timeout=timeout)
+        except requests.RequestException as error:
+            raise ServerLaunchError(f"server at {url}: GET {path} failed: {error}") from error
+        if response.status_code != 404:
+            if response.status_code != 200:
+                raise ServerLaunchError(f"server at {url}: GET {path}: HTTP {response.status_code}: "
+                                        f"{response.text[:300]}")
+            try:
+                return response.json()
+            except ValueError as error:
+                raise ServerLaunchError(f"server at {url}: GET {path} did not answer JSON: "
+                                        f"{response.text[:200]!r}") from error
+    return None
+
+
+def router_health_flags(url: str, api_key: str | None) -> list[str]:
+    """sglang-router polls `/health`. From 0.5.6 (the release that adds `/model_info`) the servers'
+    SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=0 makes it answer without generating; an older server
+    (404 for `/model_info`) always generates there, so the router's polling is turned off and the
+    pool's own monitor restarts servers that die."""
+    try:
+        status = requests.get(url + "/model_info", headers=headers(api_key), timeout=30).status_code
+    except requests.RequestException as error:
+        raise ServerLaunchError(f"server at {url}: GET /model_info failed: {error}") from error
+    return ["--disable-health-check"] if status == 404 else []
+
+
 def server_flags(server_args: dict[str, Any]) -> list[str]:
     """`{"tp_size": 2, "enable_memory_saver": True}` -> `--tp-size 2 --enable-memory-saver`
     (SGLang's own option names; False/None are left out, lists become several values)."""
@@ -111,6 +161,7 @@ class Server:
     log_path: Path | None = None
     process: subprocess.Popen | None = None
     restarts: int = 0
+    version: str | None = None  # SGLang's release, from /server_info
     ready: threading.Event = field(default_factory=threading.Event)  # healthy and weights current
 
     def is_down(self) -> bool:
@@ -130,7 +181,7 @@ class ServerPool:
         self.on_restart = on_restart
         self.startup_timeout = startup_timeout
         self.monitor_interval = monitor_interval
-        self.env = {**os.environ, "SGLANG_RETURN_ORIGINAL_LOGPROB": "1", **(env or {})}
+        self.env = server_env(dict(os.environ), env)
         self.servers: list[Server] = []
         self.router: subprocess.Popen | None = None
         self.router_url: str | None = None
@@ -141,8 +192,9 @@ class ServerPool:
 
     # ----- launching -------------------------------------------------------------------------
     def tp_size(self) -> int:
+        """Each server's tensor-parallel size, under SGLang's names `tp_size` / `tensor_parallel_size`."""
         args = self.config.server_args
-        return int(args.get("tp_size", args.get("tp", 1)))
+        return int(args.get("tp_size", args.get("tensor_parallel_size", 1)))
 
     def _command(self, index: int, port: int) -> list[str]:
         args = dict(self.config.server_args)
@@ -153,6 +205,8 @@ class ServerPool:
         command = launcher + ["--model-path", self.model_path, "--host", self.config.host, "--port", str(port)]
         if self.config.api_key:
             command += ["--api-key", self.config.api_key]
+        if self.config.deterministic_inference:
+            args.setdefault("enable_deterministic_inference", True)
         return command + server_flags(args)
 
     def _popen(self, command: list[str], log_path: Path) -> subprocess.Popen:
@@ -191,6 +245,11 @@ class ServerPool:
                 wait_healthy(server.url, api_key=self.config.api_key, timeout=self.startup_timeout,
                              process=server.process, what=f"server {server.index}", log_path=server.log_path)
                 server.ready.set()
+                try:
+                    server.version = str((info(server.url, "server_info", self.config.api_key) or {}).get("version"))
+                    log.info("server %d at %s: SGLang %s", server.index, server.url, server.version)
+                except ServerLaunchError as error:  # only for the log: the server is healthy
+                    log.warning("%s", error)
             if len(self.servers) > 1 and self.config.router:
                 self._start_router()
         except BaseException:
@@ -210,6 +269,7 @@ class ServerPool:
             "--port", str(port), "--worker-urls", *[s.url for s in self.servers],
             "--policy", "cache_aware", "--prometheus-port", str(free_port(self.config.host)),
             "--prometheus-host", self.config.host, "--health-check-interval-secs", "2",
+            *router_health_flags(self.servers[0].url, self.config.api_key),
             "--request-timeout-secs", str(int(self.config.request_timeout)), "--log-level", "warn"]
         if self.config.api_key:
             self._router_command += ["--api-key", self.config.api_key]

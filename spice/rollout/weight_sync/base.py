@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import requests
@@ -42,14 +43,17 @@ def headers(api_key: str | None) -> dict[str, str]:
 
 
 def post(url: str, path: str, payload: dict[str, Any] | None, *, api_key: str | None = None,
-         timeout: float = 600.0) -> dict[str, Any]:
+         timeout: float = 600.0, missing_ok: bool = False) -> dict[str, Any] | None:
     """POST JSON to one server's control endpoint; raise WeightSyncError naming the server and path
-    when it is unreachable, answers an error status, or reports `success: false`."""
+    when it is unreachable, answers an error status, or reports `success: false`. With `missing_ok`,
+    a 404 (an endpoint this server's release does not have) returns None."""
     try:
         response = requests.post(url.rstrip("/") + path, json=payload or {}, headers=headers(api_key),
                                  timeout=timeout)
     except requests.RequestException as error:
         raise WeightSyncError(f"{url}{path}: request failed: {error}") from error
+    if missing_ok and response.status_code == 404:
+        return None
     try:
         body = response.json() if response.content else {}
     except ValueError:
@@ -62,23 +66,47 @@ def post(url: str, path: str, payload: dict[str, Any] | None, *, api_key: str | 
 
 def post_all(urls: list[str], path: str, payload: dict[str, Any] | Callable[[int], dict[str, Any]], *,
              api_key: str | None = None, timeout: float = 600.0,
-             skip: Callable[[str], bool] = lambda url: False) -> list[dict[str, Any] | None]:
+             skip: Callable[[str], bool] = lambda url: False, missing_ok: bool = False
+             ) -> list[dict[str, Any] | None]:
     """POST to every server at once (`payload` may depend on the server's index); a failure on a
     server that `skip` says is being restarted is tolerated (its entry is None), any other raises."""
     def one(item: tuple[int, str]) -> dict[str, Any] | None:
         index, url = item
         body = payload(index) if callable(payload) else payload
         try:
-            return post(url, path, body, api_key=api_key, timeout=timeout)
+            return post(url, path, body, api_key=api_key, timeout=timeout, missing_ok=missing_ok)
         except WeightSyncError:
             if skip(url):
                 return None
             raise
 
+    if not urls:
+        return []
     if len(urls) == 1:
         return [one((0, urls[0]))]
     with ThreadPoolExecutor(max_workers=len(urls)) as pool:
         return list(pool.map(one, enumerate(urls)))
+
+
+@contextmanager
+def weight_update_session(urls: list[str], *, api_key: str | None = None, timeout: float = 600.0,
+                          skip: Callable[[str], bool] = lambda url: False) -> Iterator[list[str]]:
+    """POST `/begin_weight_update` before the first bucket and `/end_weight_update` after the last:
+    SGLang 0.5.21+ refuses tensor and distributed updates outside such a session. Servers that answer
+    404 (0.5.20 and older) have none. Yields the urls where a session is open; it is closed even when
+    the update fails, so the server is left ready for the next one."""
+    answers = post_all(urls, "/begin_weight_update", {}, api_key=api_key, timeout=timeout, skip=skip,
+                       missing_ok=True)
+    opened = [url for url, answer in zip(urls, answers) if answer is not None]
+    try:
+        yield opened
+    except BaseException:
+        try:
+            post_all(opened, "/end_weight_update", {}, api_key=api_key, timeout=timeout, skip=lambda url: True)
+        except WeightSyncError:
+            pass  # the update's own error is the one to report
+        raise
+    post_all(opened, "/end_weight_update", {}, api_key=api_key, timeout=timeout, skip=skip)
 
 
 def buckets(named_tensors: Iterable[tuple[str, torch.Tensor]],

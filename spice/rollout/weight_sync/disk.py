@@ -14,40 +14,70 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from spice.rollout.weight_sync.base import buckets, post_all
+from spice.rollout.weight_sync.base import post_all
 
 # Files besides the weights that make a folder a loadable HF model (copied from the base model).
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt")
 
 
+class ShardWriter:
+    """Writes tensors as they arrive into HF safetensors shards of at most `shard_bytes` (a larger
+    tensor goes alone), holding one shard on the host at a time; `finish` names the shards and
+    writes the index. Lets a streamed model be saved without ever being held whole."""
+
+    def __init__(self, directory: Path, *, model_dir: str | Path | None = None, shard_bytes: int = 4 << 30) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.model_dir = model_dir
+        self.shard_bytes = shard_bytes
+        self.shard: dict[str, torch.Tensor] = {}
+        self.size = 0
+        self.total = 0
+        self.written: list[tuple[Path, list[str]]] = []
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        nbytes = tensor.numel() * tensor.element_size()
+        if self.shard and self.size + nbytes > self.shard_bytes:
+            self._flush()
+        self.shard[name] = tensor.detach().to("cpu").contiguous()
+        self.size += nbytes
+        self.total += nbytes
+
+    def _flush(self) -> None:
+        path = self.directory / f"shard-{len(self.written):05d}.partial"
+        save_file(self.shard, str(path), metadata={"format": "pt"})
+        self.written.append((path, list(self.shard)))
+        self.shard, self.size = {}, 0
+
+    def finish(self) -> int:
+        """Write the last shard, give the shards their HF names and the index; return bytes written."""
+        if self.shard:
+            self._flush()
+        weight_map = {}
+        for index, (path, names) in enumerate(self.written):
+            filename = (f"model-{index + 1:05d}-of-{len(self.written):05d}.safetensors" if len(self.written) > 1
+                        else "model.safetensors")
+            path.rename(self.directory / filename)
+            weight_map.update({name: filename for name in names})
+        if len(self.written) > 1:
+            index_file = {"metadata": {"total_size": self.total}, "weight_map": weight_map}
+            (self.directory / "model.safetensors.index.json").write_text(json.dumps(index_file, indent=1))
+        if self.model_dir is not None:
+            for name in MODEL_FILES:
+                source = Path(self.model_dir) / name
+                if source.is_file():
+                    shutil.copy2(source, self.directory / name)
+        return self.total
+
+
 def save_safetensors(named_tensors: Iterable[tuple[str, torch.Tensor]], directory: Path, *,
                      model_dir: str | Path | None = None, shard_bytes: int = 4 << 30) -> int:
     """Write tensors as HF safetensors shards plus index into `directory`; return bytes written."""
-    directory.mkdir(parents=True, exist_ok=True)
-    shards: list[dict[str, torch.Tensor]] = []
-    total = 0
-    for bucket in buckets(named_tensors, shard_bytes):
-        shard = {}
-        for name, tensor in bucket:
-            shard[name] = tensor.detach().to("cpu").contiguous()
-            total += tensor.numel() * tensor.element_size()
-        shards.append(shard)
-    weight_map = {}
-    for index, shard in enumerate(shards):
-        filename = (f"model-{index + 1:05d}-of-{len(shards):05d}.safetensors" if len(shards) > 1
-                    else "model.safetensors")
-        save_file(shard, str(directory / filename), metadata={"format": "pt"})
-        weight_map.update({name: filename for name in shard})
-    if len(shards) > 1:
-        index_file = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (directory / "model.safetensors.index.json").write_text(json.dumps(index_file, indent=1))
-    if model_dir is not None:
-        for name in MODEL_FILES:
-            source = Path(model_dir) / name
-            if source.is_file():
-                shutil.copy2(source, directory / name)
-    return total
+    writer = ShardWriter(directory, model_dir=model_dir, shard_bytes=shard_bytes)
+    for name, tensor in named_tensors:
+        writer.add(name, tensor)
+    return writer.finish()
 
 
 class DiskWeightSync:

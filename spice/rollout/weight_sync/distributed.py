@@ -5,7 +5,9 @@ Protocol (SGLang's native API): the trainer is rank 0 of a group of `1 + sum(tp 
 `i` joins with `rank_offset = 1 + sum(tp sizes before i)` through `/init_weights_update_group`. For
 each bucket the trainer POSTs the names, dtypes and shapes and, while those requests wait, broadcasts
 the tensors from rank 0 in the same order. With pipeline parallelism, rank 0 of every stage builds
-its own group (`group_name` differs per stage) and sends the layers it holds.
+its own group (`group_name` differs per stage) and sends the layers it holds. The buckets run inside
+a weight-update session (SGLang 0.5.21+ answers success=false outside one, before joining the
+broadcast, which would leave the trainer blocked in it until the group timeout).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from spice.rollout.weight_sync.base import WeightSyncError, buckets, post_all
+from spice.rollout.weight_sync.base import WeightSyncError, buckets, post_all, weight_update_session
 
 
 def init_custom_group(*, backend: str, master_address: str, master_port: int, world_size: int, rank: int,
@@ -112,13 +114,14 @@ class DistributedWeightSync:
         self._ensure_group(urls)
         sent = 0
         pending = None
-        for bucket in buckets(named_tensors, self.bucket_bytes):
+        with weight_update_session(urls, api_key=self.api_key, timeout=self.timeout):
+            for bucket in buckets(named_tensors, self.bucket_bytes):
+                if pending is not None:
+                    self._send_bucket(urls, pending, version, last=False)
+                pending = bucket
+                sent += sum(t.numel() * t.element_size() for _, t in bucket)
             if pending is not None:
-                self._send_bucket(urls, pending, version, last=False)
-            pending = bucket
-            sent += sum(t.numel() * t.element_size() for _, t in bucket)
-        if pending is not None:
-            self._send_bucket(urls, pending, version, last=True)
+                self._send_bucket(urls, pending, version, last=True)
         return sent
 
     def reset(self) -> None:

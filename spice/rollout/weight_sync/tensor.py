@@ -4,7 +4,9 @@ while the trainer uses the same GPUs.
 With CUDA tensors the payload is SGLang's own: each bucket is a list of `(name, tensor)` pickled with
 torch's multiprocessing reducers (CUDA IPC handles, no copy), the device index replaced by the GPU's
 UUID as SGLang's `monkey_patch_torch_reductions` expects, base64 text, one entry per tensor-parallel
-rank. Only handles cross HTTP; the tensors must stay alive until the server answers, which `push`
+rank, each pickled on its own (SGLang 0.5.23 `tp_worker.deserialize_own_rank`: every rank opens only its
+entry, and a shared entry breaks the producer side's CUDA-IPC reference counting). The buckets run
+inside a weight-update session (`weight_update_session`). Only handles cross HTTP; the tensors must stay alive until the server answers, which `push`
 guarantees by holding each bucket until its request returns. With CPU tensors (the `spice serve`
 stand-in) the payload is safetensors bytes in base64 with `load_format: "spice_safetensors"`: a
 safe format, which SGLang itself does not accept.
@@ -23,7 +25,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch.multiprocessing import reductions
 
-from spice.rollout.weight_sync.base import WeightSyncError, buckets, post_all
+from spice.rollout.weight_sync.base import WeightSyncError, buckets, post_all, weight_update_session
 
 SAFETENSORS_FORMAT = "spice_safetensors"
 
@@ -82,7 +84,7 @@ class TensorWeightSync:
 
     def _payload(self, bucket: list[tuple[str, torch.Tensor]], version: int, last: bool) -> dict:
         if all(t.is_cuda for _, t in bucket):
-            serialized = [serialize_cuda_ipc(bucket)] * self.tp_size
+            serialized = [serialize_cuda_ipc(bucket) for _ in range(self.tp_size)]
             load_format = None
         elif not any(t.is_cuda for _, t in bucket):
             serialized = [serialize_safetensors(bucket)]
@@ -94,29 +96,20 @@ class TensorWeightSync:
 
     def push(self, urls: list[str], named_tensors: Iterable[tuple[str, torch.Tensor]], version: int,
              skip: Callable[[str], bool] = lambda url: False) -> int:
+        """Stream the tensors bucket by bucket (at most two buckets alive) inside one session."""
         sent = 0
         pending = None
-        for bucket in buckets(named_tensors, self.bucket_bytes):
+        with weight_update_session(urls, api_key=self.api_key, timeout=self.timeout, skip=skip):
+            for bucket in buckets(named_tensors, self.bucket_bytes):
+                if pending is not None:
+                    post_all(urls, "/update_weights_from_tensor", self._payload(pending, version, False),
+                             api_key=self.api_key, timeout=self.timeout, skip=skip)
+                pending = bucket
+                sent += sum(t.numel() * t.element_size() for _, t in bucket)
             if pending is not None:
-                post_all(urls, "/update_weights_from_tensor", self._payload(pending, version, False),
+                post_all(urls, "/update_weights_from_tensor", self._payload(pending, version, True),
                          api_key=self.api_key, timeout=self.timeout, skip=skip)
-            pending = bucket
-            sent += sum(t.numel() * t.element_size() for _, t in bucket)
-        if pending is not None:
-            post_all(urls, "/update_weights_from_tensor", self._payload(pending, version, True),
-                     api_key=self.api_key, timeout=self.timeout, skip=skip)
         return sent
-
-    def release_memory(self, urls: list[str], skip: Callable[[str], bool] = lambda url: False) -> None:
-        """Free the servers' GPU memory (weights, KV cache) for training; needs `enable_memory_saver`."""
-        post_all(urls, "/release_memory_occupation", {}, api_key=self.api_key, timeout=self.timeout,
-                 skip=skip)
-
-    def resume_memory(self, urls: list[str], tags: list[str] | None = None,
-                      skip: Callable[[str], bool] = lambda url: False) -> None:
-        """Re-occupy GPU memory: `["weights"]` before receiving tensors, `["kv_cache"]` after."""
-        post_all(urls, "/resume_memory_occupation", {"tags": tags}, api_key=self.api_key,
-                 timeout=self.timeout, skip=skip)
 
     def reset(self) -> None:
         """Nothing per server: every push is self-contained."""
