@@ -16,13 +16,17 @@
 
 namespace spice::scoring {
 
-constexpr int kMaxGroupSize = 512;     // G limit: the challenger reward table travels in the kernel parameters
-constexpr int64_t kMaxCudaTasks = 12288;  // T limit on the GPU: per-task correct counts live in shared memory
+constexpr int kMaxGroupSize = 512;  // G limit: the challenger reward table travels in the kernel parameters
 
+// Challenger groups arrive dense (0..groups-1) with their members listed group by group, each group's
+// tasks in index order (spice/scoring.py builds both with torch), so every group sum is one O(size)
+// pass in task order on either side and the whole scoring is O(T*G + S*L).
 struct ScoreParams {
   const int8_t* verdicts = nullptr;       // [T, G], 1 correct
   const uint8_t* task_valid = nullptr;    // [T]
-  const int32_t* challenger_group = nullptr;  // [T]
+  const int32_t* group_index = nullptr;   // [T], dense challenger group of each task
+  const int32_t* group_members = nullptr; // [T], task ids ordered by group, index order inside a group
+  const int32_t* group_offsets = nullptr; // [groups + 1], where each group's members start
   const int64_t* sequence_source = nullptr;   // [S], index into concat(challenger_adv[T], reasoner_adv[T*G]) or -1
   const float* loss_mask = nullptr;       // [S, L]
   float* reasoner_rewards = nullptr;      // [T, G]
@@ -30,7 +34,10 @@ struct ScoreParams {
   float* reasoner_advantages = nullptr;   // [T, G]
   float* challenger_advantages = nullptr; // [T]
   float* token_advantages = nullptr;      // [S, L]
-  int64_t tasks = 0, group_size = 0, sequences = 0, tokens = 0;
+  int32_t* counts = nullptr;              // [T] scratch: correct answers per task
+  float* group_mean = nullptr;            // [groups] scratch
+  float* group_denominator = nullptr;     // [groups] scratch: population std + eps (std_normalize only)
+  int64_t tasks = 0, group_size = 0, sequences = 0, tokens = 0, groups = 0;
   float invalid_penalty = -0.1f;
   float eps = 1e-6f;
   int std_normalize = 0;
@@ -79,34 +86,34 @@ SPICE_HD int32_t correct_count(const ScoreParams& p, int64_t t) {
   return c;
 }
 
-SPICE_HD float challenger_reward(const ScoreParams& p, const int32_t* counts, int64_t t) {
-  return p.task_valid[t] ? p.challenger_table[counts[t]] : p.invalid_penalty;
+SPICE_HD float challenger_reward(const ScoreParams& p, int64_t t) {
+  return p.task_valid[t] ? p.challenger_table[p.counts[t]] : p.invalid_penalty;
 }
 
-// Reward minus the mean over the task's challenger group (tasks summed in index order); optionally
-// divided by (population std + eps).
-SPICE_HD float challenger_advantage(const ScoreParams& p, const int32_t* counts, int64_t t) {
-  const int32_t group = p.challenger_group[t];
+// Mean of the challenger rewards of one group (summed in task order) and, with std_normalize, its
+// population std + eps; reads challenger_rewards, which must be written first.
+SPICE_HD void group_statistics(const ScoreParams& p, int64_t grp) {
+  const int32_t begin = p.group_offsets[grp], end = p.group_offsets[grp + 1];
+  const float n = static_cast<float>(end - begin);
   float sum = 0.0f;
-  int32_t n = 0;
-  for (int64_t u = 0; u < p.tasks; ++u) {
-    if (p.challenger_group[u] == group) {
-      sum = f_add(sum, challenger_reward(p, counts, u));
-      ++n;
-    }
-  }
-  const float mean = f_div(sum, static_cast<float>(n));
-  float adv = f_sub(challenger_reward(p, counts, t), mean);
+  for (int32_t i = begin; i < end; ++i) sum = f_add(sum, p.challenger_rewards[p.group_members[i]]);
+  const float mean = f_div(sum, n);
+  p.group_mean[grp] = mean;
   if (p.std_normalize) {
     float sq = 0.0f;
-    for (int64_t u = 0; u < p.tasks; ++u) {
-      if (p.challenger_group[u] == group) {
-        const float d = f_sub(challenger_reward(p, counts, u), mean);
-        sq = f_add(sq, f_mul(d, d));
-      }
+    for (int32_t i = begin; i < end; ++i) {
+      const float d = f_sub(p.challenger_rewards[p.group_members[i]], mean);
+      sq = f_add(sq, f_mul(d, d));
     }
-    adv = f_div(adv, f_add(f_sqrt(f_div(sq, static_cast<float>(n))), p.eps));
+    p.group_denominator[grp] = f_add(f_sqrt(f_div(sq, n)), p.eps);
   }
+}
+
+// Reward minus the mean over the task's challenger group; optionally divided by (population std + eps).
+SPICE_HD float challenger_advantage(const ScoreParams& p, int64_t t) {
+  const int32_t grp = p.group_index[t];
+  float adv = f_sub(p.challenger_rewards[t], p.group_mean[grp]);
+  if (p.std_normalize) adv = f_div(adv, p.group_denominator[grp]);
   return adv;
 }
 
@@ -116,26 +123,29 @@ SPICE_HD float reasoner_reward(const ScoreParams& p, int64_t t, int64_t g) {
 
 // Reward minus the mean over the task's G answers (0 for an invalid task); optionally divided by
 // (population std + eps), which for 0/1 rewards is sqrt(mean * (1 - mean)).
-SPICE_HD float reasoner_advantage(const ScoreParams& p, const int32_t* counts, int64_t t, int64_t g) {
+SPICE_HD float reasoner_advantage(const ScoreParams& p, int64_t t, int64_t g) {
   if (!p.task_valid[t]) return 0.0f;
-  const float mean = f_div(static_cast<float>(counts[t]), static_cast<float>(p.group_size));
+  const float mean = f_div(static_cast<float>(p.counts[t]), static_cast<float>(p.group_size));
   float adv = f_sub(reasoner_reward(p, t, g), mean);
   if (p.std_normalize) adv = f_div(adv, f_add(f_sqrt(f_mul(mean, f_sub(1.0f, mean))), p.eps));
   return adv;
 }
 
-SPICE_HD float source_advantage(const ScoreParams& p, const int32_t* counts, int64_t src) {
+// Advantage of one training sequence; needs counts, challenger_rewards and the group statistics.
+SPICE_HD float source_advantage(const ScoreParams& p, int64_t src) {
   if (src < 0) return 0.0f;
-  if (src < p.tasks) return challenger_advantage(p, counts, src);
+  if (src < p.tasks) return challenger_advantage(p, src);
   const int64_t k = src - p.tasks;
   if (k >= p.tasks * p.group_size) return 0.0f;
-  return reasoner_advantage(p, counts, k / p.group_size, k % p.group_size);
+  return reasoner_advantage(p, k / p.group_size, k % p.group_size);
 }
 
 // Host side (scoring_cpu.cpp / scoring_cuda.cu).
 void score_cpu(const ScoreParams& p);
 #ifdef SPICE_WITH_CUDA
-const char* score_cuda(const ScoreParams& p, uintptr_t stream);  // nullptr on success, else the CUDA error
+// nullptr on success, else the failing CUDA call and its error; launches on `device` and restores the
+// caller's current device.
+const char* score_cuda(const ScoreParams& p, int device, uintptr_t stream);
 #endif
 
 }  // namespace spice::scoring

@@ -1,9 +1,15 @@
-// CUDA kernel of the fused scoring: one launch computes the per-task rewards and advantages and the
-// [S, L] per-token advantages. Every block first counts the correct answers of all tasks into shared
-// memory (integers: order-free), then grid-strides over tasks for the per-task outputs and over rows
-// for the token outputs; a row's advantage is computed once per block by the same function as the CPU
-// twin, so the two agree bit for bit.
+// CUDA kernels of the fused scoring, three launches on one stream, each O(its output):
+//   1. one block per task (grid-stride): correct count (integer atomics in shared memory, order-free),
+//      challenger reward, the G reasoner rewards and advantages;
+//   2. one thread per challenger group: mean (and std) of its rewards, summed in task order;
+//   3. grid-stride over tasks for challenger advantages, one block per row (grid-stride) for the
+//      per-token advantages, every thread computing its row's O(1) source advantage itself.
+// The per-element functions are the CPU twin's (scoring.h), so both agree bit for bit. No shared
+// memory scales with T or G, so any T the API accepts launches; every CUDA call is checked.
 #include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
 
 #include "scoring.h"
 
@@ -12,49 +18,88 @@ namespace spice::scoring {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 4096;
+constexpr int64_t kMaxBlocks = 1 << 16;
 
-__global__ void score_kernel(const ScoreParams p) {
-  extern __shared__ int32_t counts[];
-  __shared__ float row_adv;
-  for (int64_t t = threadIdx.x; t < p.tasks; t += blockDim.x) counts[t] = correct_count(p, t);
-  __syncthreads();
-
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  for (int64_t t = first; t < p.tasks; t += stride) {
-    p.challenger_rewards[t] = challenger_reward(p, counts, t);
-    p.challenger_advantages[t] = challenger_advantage(p, counts, t);
-  }
-  for (int64_t k = first; k < p.tasks * p.group_size; k += stride) {
-    const int64_t t = k / p.group_size, g = k % p.group_size;
-    p.reasoner_rewards[k] = reasoner_reward(p, t, g);
-    p.reasoner_advantages[k] = reasoner_advantage(p, counts, t, g);
-  }
-
-  for (int64_t s = blockIdx.x; s < p.sequences; s += gridDim.x) {
-    if (threadIdx.x == 0) row_adv = source_advantage(p, counts, p.sequence_source[s]);
+__global__ void task_kernel(const ScoreParams p) {
+  __shared__ int32_t count;
+  for (int64_t t = blockIdx.x; t < p.tasks; t += gridDim.x) {
+    if (threadIdx.x == 0) count = 0;
     __syncthreads();
-    const float adv = row_adv;
+    int32_t mine = 0;
+    for (int64_t g = threadIdx.x; g < p.group_size; g += blockDim.x) mine += p.verdicts[t * p.group_size + g] == 1;
+    if (mine) atomicAdd(&count, mine);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      p.counts[t] = count;
+      p.challenger_rewards[t] = challenger_reward(p, t);
+    }
+    __syncthreads();  // counts[t] is read below by every thread of this block
+    for (int64_t g = threadIdx.x; g < p.group_size; g += blockDim.x) {
+      const int64_t k = t * p.group_size + g;
+      p.reasoner_rewards[k] = reasoner_reward(p, t, g);
+      p.reasoner_advantages[k] = reasoner_advantage(p, t, g);
+    }
+  }
+}
+
+__global__ void group_kernel(const ScoreParams p) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t grp = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; grp < p.groups; grp += stride) {
+    group_statistics(p, grp);
+  }
+}
+
+__global__ void finish_kernel(const ScoreParams p) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < p.tasks; t += stride) {
+    p.challenger_advantages[t] = challenger_advantage(p, t);
+  }
+  for (int64_t s = blockIdx.x; s < p.sequences; s += gridDim.x) {
+    const float adv = source_advantage(p, p.sequence_source[s]);
     const float* mask = p.loss_mask + s * p.tokens;
     float* out = p.token_advantages + s * p.tokens;
     for (int64_t l = threadIdx.x; l < p.tokens; l += blockDim.x) out[l] = f_mul(adv, mask[l]);
-    __syncthreads();
   }
+}
+
+unsigned blocks_for(int64_t work) { return static_cast<unsigned>(std::clamp<int64_t>(work, 1, kMaxBlocks)); }
+
+thread_local char error_message[256];
+
+const char* failed(const char* what, cudaError_t err) {
+  std::snprintf(error_message, sizeof(error_message), "%s: %s", what, cudaGetErrorString(err));
+  return error_message;
 }
 
 }  // namespace
 
-const char* score_cuda(const ScoreParams& p, uintptr_t stream) {
-  int64_t blocks = p.sequences;
-  const int64_t task_blocks = (p.tasks * p.group_size + kThreads - 1) / kThreads;
-  if (task_blocks > blocks) blocks = task_blocks;
-  if (blocks < 1) blocks = 1;
-  if (blocks > kMaxBlocks) blocks = kMaxBlocks;
-  const size_t shared = static_cast<size_t>(p.tasks > 0 ? p.tasks : 1) * sizeof(int32_t);
-  score_kernel<<<static_cast<unsigned>(blocks), kThreads, shared, reinterpret_cast<cudaStream_t>(stream)>>>(p);
-  cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+const char* score_cuda(const ScoreParams& p, int device, uintptr_t stream_handle) {
+  int previous = 0;
+  cudaError_t err = cudaGetDevice(&previous);
+  if (err != cudaSuccess) return failed("cudaGetDevice", err);
+  if (previous != device && (err = cudaSetDevice(device)) != cudaSuccess) return failed("cudaSetDevice", err);
+  const char* result = nullptr;
+  auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
+  if ((err = cudaGetLastError()) != cudaSuccess) {  // an earlier asynchronous error would be misattributed
+    result = failed("pending error before the scoring launch", err);
+  }
+  if (result == nullptr && p.tasks > 0) {
+    task_kernel<<<blocks_for(p.tasks), 128, 0, stream>>>(p);
+    if ((err = cudaGetLastError()) != cudaSuccess) result = failed("task_kernel launch", err);
+  }
+  if (result == nullptr && p.groups > 0) {
+    group_kernel<<<blocks_for((p.groups + 127) / 128), 128, 0, stream>>>(p);
+    if ((err = cudaGetLastError()) != cudaSuccess) result = failed("group_kernel launch", err);
+  }
+  if (result == nullptr && (p.tasks > 0 || p.sequences > 0)) {
+    const int64_t work = std::max(p.sequences, (p.tasks + kThreads - 1) / kThreads);
+    finish_kernel<<<blocks_for(work), kThreads, 0, stream>>>(p);
+    if ((err = cudaGetLastError()) != cudaSuccess) result = failed("finish_kernel launch", err);
+  }
+  if (previous != device && (err = cudaSetDevice(previous)) != cudaSuccess && result == nullptr) {
+    result = failed("cudaSetDevice (restore)", err);
+  }
+  return result;
 }
 
 }  // namespace spice::scoring

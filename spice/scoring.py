@@ -7,6 +7,9 @@ padded [S, L] training batch. `score_iteration` runs the compiled CPU twin or th
 order (group sums in task order), with IEEE round-to-nearest operations and no fused multiply-add on
 either side; the challenger's Gaussian is taken from `spice.rewards.challenger_reward` (double) for each
 possible count of correct answers and rounded to float32 once, so all three agree exactly.
+
+Cost is O(T*G + S*L) on both sides: challenger groups are made dense here (torch.unique) and listed
+group by group in task order, so each group's sum is one pass in the order the reference sums it.
 """
 
 from __future__ import annotations
@@ -66,6 +69,16 @@ def _check(verdicts: torch.Tensor, task_valid: torch.Tensor, challenger_group: t
     return t, g, s, n_tokens
 
 
+def _dense_groups(challenger_group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dense group index [T], task ids ordered by group (task order inside a group) [T], offsets [groups + 1]."""
+    _, index = torch.unique(challenger_group, return_inverse=True)
+    groups = int(index.max()) + 1 if index.numel() else 0
+    members = torch.sort(index, stable=True).indices
+    offsets = torch.zeros(groups + 1, dtype=torch.int64, device=index.device)
+    offsets[1:] = torch.cumsum(torch.bincount(index, minlength=groups), 0)
+    return tuple(x.to(torch.int32).contiguous() for x in (index, members, offsets))
+
+
 def score_iteration(verdicts: torch.Tensor, task_valid: torch.Tensor, challenger_group: torch.Tensor,
                     sequence_source: torch.Tensor, loss_mask: torch.Tensor,
                     invalid_penalty: float = INVALID_TASK_PENALTY, std_normalize: bool = False,
@@ -86,15 +99,22 @@ def score_iteration(verdicts: torch.Tensor, task_valid: torch.Tensor, challenger
     out = Scores(*(torch.empty(shape, dtype=torch.float32, device=device)
                    for shape in ((t, g), (t,), (t, g), (t,), (s, n_tokens))))
     table = challenger_table(g).tolist()
+    index, members, offsets = _dense_groups(group)
     if device.type == "cuda":
-        stream = torch.cuda.current_stream(device).cuda_stream
-        _C.score_iteration_cuda(v.data_ptr(), valid.data_ptr(), group.data_ptr(), source.data_ptr(), mask.data_ptr(),
-                                *(x.data_ptr() for x in out), t, g, s, n_tokens, table, float(invalid_penalty),
-                                bool(std_normalize), float(eps), stream)
+        # scratch on the launch stream: the caching allocator reuses it only after these kernels
+        scratch = (torch.empty(t, dtype=torch.int32, device=device),
+                   *(torch.empty(offsets.numel() - 1, dtype=torch.float32, device=device) for _ in range(2)))
+        with torch.cuda.device(device):  # the kernels launch on the inputs' GPU, whichever is current
+            stream = torch.cuda.current_stream(device).cuda_stream
+            _C.score_iteration_cuda(v.data_ptr(), valid.data_ptr(), index.data_ptr(), members.data_ptr(),
+                                    offsets.data_ptr(), source.data_ptr(), mask.data_ptr(),
+                                    *(x.data_ptr() for x in out), *(x.data_ptr() for x in scratch), t, g, s,
+                                    n_tokens, offsets.numel() - 1, table, float(invalid_penalty),
+                                    bool(std_normalize), float(eps), device.index, stream)
     elif device.type == "cpu":
-        _C.score_iteration_cpu(v.numpy(), valid.view(torch.uint8).numpy(), group.numpy(), source.numpy(),
-                               mask.numpy(), table, *(x.numpy() for x in out), float(invalid_penalty),
-                               bool(std_normalize), float(eps))
+        _C.score_iteration_cpu(v.numpy(), valid.view(torch.uint8).numpy(), index.numpy(), members.numpy(),
+                               offsets.numpy(), source.numpy(), mask.numpy(), table, *(x.numpy() for x in out),
+                               float(invalid_penalty), bool(std_normalize), float(eps))
     else:
         raise ValueError(f"score_iteration: unsupported device {device}")
     return out

@@ -41,6 +41,23 @@ def test_cpu_twin_equals_reference_bitwise(seed, std_normalize):
         assert bitwise_equal(got, want)
 
 
+@needs_C
+@pytest.mark.parametrize("std_normalize", [False, True])
+def test_cpu_twin_equals_reference_with_scattered_groups_and_G_512(std_normalize):
+    g = torch.Generator().manual_seed(5)
+    t, k = 60, 512
+    verdicts = torch.randint(0, 2, (t, k), generator=g, dtype=torch.int8)
+    valid = torch.rand(t, generator=g) > 0.2
+    groups = torch.tensor([[-7, 1000, 3, 2**30][i % 4] for i in torch.randperm(t, generator=g).tolist()])
+    groups = groups.to(torch.int32)
+    source = torch.randint(-1, t + t * k, (50,), generator=g)
+    mask = torch.rand(50, 33, generator=g)
+    inputs = (verdicts, valid, groups, source, mask)
+    for got, want in zip(score_iteration(*inputs, std_normalize=std_normalize),
+                         score_iteration_reference(*inputs, std_normalize=std_normalize)):
+        assert bitwise_equal(got, want)
+
+
 def test_paper_table_for_eight_samples():
     table = scoring.challenger_table(8)
     expected = [0.044, 0.372, 0.823, 0.988, 1.0, 0.988, 0.823, 0.372, 0.044]
@@ -90,6 +107,28 @@ def test_errors_name_the_input():
             score_iteration(verdicts, valid, groups, bad, mask)
     with pytest.raises(ValueError, match="verdicts"):
         score_iteration(verdicts[0], valid, groups, source, mask)
+    with pytest.raises(ValueError, match="group size G=513"):
+        score_iteration(torch.zeros(2, 513, dtype=torch.int8), torch.ones(2, dtype=torch.bool),
+                        torch.zeros(2, dtype=torch.int32), torch.empty(0, dtype=torch.int64), torch.empty(0, 0))
+
+
+def large_inputs(t: int, k: int, seed: int, groups: int = 3):
+    """T tasks of G answers with several challenger groups, a few rows per task and 64 tokens a row."""
+    g = torch.Generator().manual_seed(seed)
+    verdicts = torch.randint(0, 2, (t, k), generator=g, dtype=torch.int8)
+    valid = torch.rand(t, generator=g) > 0.1
+    group = torch.randint(0, groups, (t,), generator=g, dtype=torch.int32)
+    rows = min(4 * t, 20000)
+    source = torch.randint(-1, t + t * k, (rows,), generator=g)
+    return verdicts, valid, group, source, torch.rand(rows, 64, generator=g)
+
+
+@needs_C
+def test_cpu_twin_is_linear_in_tasks():
+    """T = 12286 (above the old GPU limit) and 50 000 finish at once: no O(T^2) challenger baselines."""
+    for t in (12286, 50000):
+        out = score_iteration(*large_inputs(t, 8, seed=t))
+        assert out.challenger_advantages.shape == (t,) and torch.isfinite(out.token_advantages).all()
 
 
 @pytest.mark.gpu
@@ -108,3 +147,26 @@ def test_cuda_kernel_equals_cpu_twin_bitwise(std_normalize):
     args = (verdicts, torch.rand(128) > 0.1, torch.zeros(128, dtype=torch.int32), source, mask)
     for got, want in zip(score_iteration(*(x.cuda() for x in args)), score_iteration(*args)):
         assert bitwise_equal(got, want)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("t,k", [(12284, 8), (12286, 8), (40000, 8), (300, 512), (12286, 512)])
+@pytest.mark.parametrize("std_normalize", [False, True])
+def test_cuda_kernel_at_and_beyond_the_old_task_limit(t, k, std_normalize):
+    """The old kernel kept T counts in shared memory and failed to launch from T = 12285; G = 512 is the cap."""
+    cpu = large_inputs(t, k, seed=t + k, groups=7)
+    torch.cuda.synchronize()
+    for got, want in zip(score_iteration(*(x.cuda() for x in cpu), std_normalize=std_normalize),
+                         score_iteration(*cpu, std_normalize=std_normalize)):
+        assert got.is_cuda and bitwise_equal(got, want), (t, k)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_cuda_kernel_launches_on_the_inputs_gpu():
+    cpu = random_inputs(3)
+    with torch.cuda.device(0):
+        got = score_iteration(*(x.to("cuda:1") for x in cpu))
+    for a, b in zip(got, score_iteration(*cpu)):
+        assert a.device == torch.device("cuda:1") and bitwise_equal(a, b)
