@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from spice.train.base import TrainBackend
 
@@ -36,23 +38,45 @@ def write_text_atomic(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+def rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
+    """The RNG states as JSON (python, numpy) and tensors (torch, cuda): nothing that needs pickle."""
+    version, words, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    plain = {"python": [version, list(words), gauss],
+             "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)]}
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return plain, tensors
 
 
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
+def set_rng_state(plain: dict, tensors: dict[str, torch.Tensor]) -> None:
+    version, words, gauss = plain["python"]
+    random.setstate((version, tuple(words), gauss))
+    kind, keys, position, has_gauss, cached = plain["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[f"cuda{i}"] for i in range(len(tensors)) if f"cuda{i}" in tensors]
+    if torch.cuda.is_available() and cuda:
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def load_tensors_safely(path: Path, map_location: str | torch.device = "cpu"):
+    """`torch.load` with weights_only=True: tensors and plain containers only, so a tampered file cannot
+    run code; a refused file is named."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RuntimeError(f"{path}: refused to load: it holds more than tensors and plain containers "
+                           f"({first})") from None
 
 
 def save_checkpoint(run_dir: Path, iteration: int, backend: TrainBackend, loop_state: dict,
-                    keep: int = 2, rank: int = 0, world: int = 1) -> Path:
+                    keep: int = 2, rank: int = 0, world: int = 1, protect: tuple[str, ...] = ()) -> Path:
     """Write checkpoint `step_<iteration>` (`iteration` iterations done) and point `latest` at it.
-    Every rank calls it (a sharded backend writes its part); rank 0 moves it into place."""
+    Every rank calls it (a sharded backend writes its part); rank 0 moves it into place. Checkpoints
+    named in `protect` (the guard's last one that passed every rule) outlive `keep`."""
     root = run_dir / "checkpoints"
     final = root / f"step_{iteration:06d}"
     tmp = root / f".step_{iteration:06d}.tmp"
@@ -66,7 +90,9 @@ def save_checkpoint(run_dir: Path, iteration: int, backend: TrainBackend, loop_s
     if rank != 0:
         _barrier(world)
         return final
-    torch.save(rng_state(), tmp / "rng.pt")
+    plain, tensors = rng_state()
+    (tmp / "rng.json").write_text(json.dumps(plain))
+    save_file(tensors, str(tmp / "rng.safetensors"))
     (tmp / "loop_state.json").write_text(json.dumps(loop_state, indent=1))
     for file in tmp.rglob("*"):
         if file.is_file():
@@ -77,7 +103,8 @@ def save_checkpoint(run_dir: Path, iteration: int, backend: TrainBackend, loop_s
     _fsync_dir(root)
     write_text_atomic(root / "latest", final.name)
     for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name not in protect:
+            shutil.rmtree(old, ignore_errors=True)
     _barrier(world)
     return final
 
@@ -100,7 +127,10 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, backend: TrainBackend) -> dict:
-    """Restore model, optimizer and RNG state; return the loop state."""
+    """Restore model, optimizer and RNG state; return the loop state. Nothing is unpickled."""
     backend.load_checkpoint(path)
-    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    if not (path / "rng.json").is_file():
+        raise RuntimeError(f"{path}: no rng.json (a checkpoint from a version that pickled its RNG state; "
+                           "it is not loaded, since unpickling can run code)")
+    set_rng_state(json.loads((path / "rng.json").read_text()), load_file(str(path / "rng.safetensors")))
     return json.loads((path / "loop_state.json").read_text())

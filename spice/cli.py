@@ -1,4 +1,4 @@
-"""`spice train | eval | plot | coevolve | serve | bench {loss,verify,train}`."""
+"""`spice train | eval | plot | coevolve | serve | audit | rollback | approve | promote | report | bench {...}`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from spice.config import ConfigError, describe_options, load_config
+from spice.errors import UserError
 
 # subcommand -> module exposing add_arguments(parser) and run(args) -> int
 COMMANDS = {
@@ -14,6 +15,11 @@ COMMANDS = {
     "plot": ("spice.plot", "draw a run's training curves to PNG"),
     "coevolve": ("spice.eval.coevolution", "pass rate of one checkpoint's reasoner on another's tasks"),
     "serve": ("spice.serve", "CPU stand-in for an SGLang server (subset of its HTTP API)"),
+    "audit": ("spice.guard.audit", "verify a run's hash-chained records, signatures and checkpoint hashes"),
+    "rollback": ("spice.guard.rollback", "return a run to an earlier checkpoint, marking later rows superseded"),
+    "approve": ("spice.guard.approve", "record a person's approval: continue a paused run, or a checkpoint"),
+    "promote": ("spice.guard.promote", "export an approved checkpoint that passes its evaluation thresholds"),
+    "report": ("spice.guard.report", "write a run's self-contained HTML report"),
 }
 BENCHMARKS = {
     "loss": ("spice.bench.loss", "fused GRPO loss vs materialized logits: time and peak memory"),
@@ -100,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_train(args)
         return args.handler(args)
     except ConfigError as error:
-        print(f"spice: config error: {error}", file=sys.stderr)
+        print(f"spice: config error: {error.one_line()}", file=sys.stderr)
+        return 2
+    except UserError as error:  # bad input (path, corpus, data): one line; internal errors keep a traceback
+        print(f"spice: {error.one_line()}", file=sys.stderr)
         return 2
 
 

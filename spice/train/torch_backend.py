@@ -180,7 +180,9 @@ class TorchBackend:
                                f"unexpected {sorted(unexpected)}")
         if self.model.config.tie_word_embeddings:
             self.model.tie_weights()
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device))
+        from spice.checkpoint import load_tensors_safely
+
+        self.optimizer.load_state_dict(load_tensors_safely(path / "optimizer.pt", map_location=self.device))
 
 
 class HiddenStates(torch.nn.Module):

@@ -274,7 +274,9 @@ class MegatronBackend:
         file = path_ / f"optimizer_tp{layout.tp_rank}_pp{layout.pp_rank}.pt"
         if not file.is_file():
             raise FileNotFoundError(f"{file} is missing: checkpoints load only into the TP x PP layout that wrote them")
-        state = torch.load(file, map_location="cpu", weights_only=False)
+        from spice.checkpoint import load_tensors_safely
+
+        state = load_tensors_safely(file)  # weights_only: a tampered run folder cannot run code
         if self.on_cuda:
             self.optimizer.reload_model_params()
             self.optimizer.load_state_dict(state["optimizer"])
