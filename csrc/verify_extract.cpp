@@ -1,6 +1,8 @@
 // Final-answer extraction from a reasoner response: the last balanced \boxed{} / \fbox{}, else
-// "the answer is ...", else (numeric kinds) the last number; MCQ letters from the usual spellings.
-// spice/verify.py `extract_answer` implements the same rules in Python; tests compare the two.
+// "the answer is ...", else (numeric kinds) the last number. An MCQ letter counts only as the reply's
+// single stated answer (boxed, after an answer marker, or the whole reply), never as the last "(X)"
+// somewhere, and not when the same statement names another option ("A) or B)").
+// spice/verify/extract.py implements the same rules in Python; tests compare the two.
 #include <cstdint>
 #include <vector>
 
@@ -44,19 +46,55 @@ size_t last_marker(std::string_view t) {
   return std::string_view::npos;
 }
 
-std::optional<std::string> phrase_answer(std::string_view t) {
-  size_t q = last_marker(t);
-  if (q == std::string_view::npos) return std::nullopt;
-  while (q < t.size() && is_space(t[q])) ++q;
+// End of the statement that starts at `q`: the line end, or a sentence end ('.', '!', '?', ';' before a
+// space or the end of the text).
+size_t statement_end(std::string_view t, size_t q) {
   size_t end = q;
   while (end < t.size() && t[end] != '\n') ++end;
   for (size_t j = q; j < end; ++j) {
     char c = t[j];
-    if ((c == '.' || c == '!' || c == '?' || c == ';') && (j + 1 == t.size() || is_space(t[j + 1]))) {
-      end = j;
-      break;
+    if ((c == '.' || c == '!' || c == '?' || c == ';') && (j + 1 == t.size() || is_space(t[j + 1]))) return j;
+  }
+  return end;
+}
+
+bool word_at(std::string_view t, size_t i, size_t e, std::string_view word) {
+  return match_ci(t, i, word) && i + word.size() <= e && (i == 0 || !is_alnum(t[i - 1])) &&
+         (i + word.size() == t.size() || !is_alnum(t[i + word.size()]));
+}
+
+// Whether t[b, e) names an option other than `letter`: "(C)", "C)", or a letter joined by "or",
+// "and", ',', '/' or '&' (a bare "I" only as "I)", the pronoun being common).
+bool names_another_choice(std::string_view t, size_t b, size_t e, char letter) {
+  for (size_t i = b; i < e; ++i) {
+    char c = t[i];
+    if (c == ')' && i > b && is_upper_choice(t[i - 1]) && t[i - 1] != letter && (i < 2 || !is_alnum(t[i - 2]))) {
+      return true;
+    }
+    size_t j = std::string_view::npos;
+    if (c == ',' || c == '/' || c == '&') {
+      j = i + 1;
+    } else if (word_at(t, i, e, "or")) {
+      j = i + 2;
+    } else if (word_at(t, i, e, "and")) {
+      j = i + 3;
+    }
+    if (j == std::string_view::npos) continue;
+    while (j < e && is_space(t[j])) ++j;
+    if (j < e && t[j] == '(') ++j;
+    if (j < e && is_upper_choice(t[j]) && t[j] != letter && (j + 1 == t.size() || !is_alnum(t[j + 1])) &&
+        (t[j] != 'I' || (j + 1 < t.size() && t[j + 1] == ')'))) {
+      return true;
     }
   }
+  return false;
+}
+
+std::optional<std::string> phrase_answer(std::string_view t) {
+  size_t q = last_marker(t);
+  if (q == std::string_view::npos) return std::nullopt;
+  while (q < t.size() && is_space(t[q])) ++q;
+  size_t end = statement_end(t, q);
   std::string_view a = trim(t.substr(q, end - q));
   if (a.empty() || a.size() > kMaxPhraseBytes) return std::nullopt;
   return std::string(a);
@@ -88,7 +126,7 @@ std::optional<std::string> last_number(std::string_view t) {
 }
 
 std::optional<char> mcq_from_text(std::string_view t) {
-  // 1. after the last answer marker: "(B)" or "B", optionally after "option"/"choice".
+  // 1. after the last answer marker: "(B)" or "B", optionally after "option"/"choice", alone in its statement.
   size_t q = last_marker(t);
   if (q != std::string_view::npos) {
     while (q < t.size() && is_space(t[q])) ++q;
@@ -99,18 +137,19 @@ std::optional<char> mcq_from_text(std::string_view t) {
         q = r;
       }
     }
-    if (q + 2 < t.size() && t[q] == '(' && is_upper_choice(t[q + 1]) && t[q + 2] == ')') return t[q + 1];
-    if (q < t.size() && is_upper_choice(t[q]) && (q + 1 == t.size() || !is_alnum(t[q + 1]))) return t[q];
+    char letter = 0;
+    size_t after = q;
+    if (q + 2 < t.size() && t[q] == '(' && is_upper_choice(t[q + 1]) && t[q + 2] == ')') {
+      letter = t[q + 1];
+      after = q + 3;
+    } else if (q < t.size() && is_upper_choice(t[q]) && (q + 1 == t.size() || !is_alnum(t[q + 1]))) {
+      letter = t[q];
+      after = q + 1;
+    }
+    if (letter != 0 && !names_another_choice(t, after, statement_end(t, q), letter)) return letter;
+    return std::nullopt;
   }
-  // 2. the last "(B)".
-  for (size_t i = t.size(); i-- > 2;) {
-    if (t[i] == ')' && is_upper_choice(t[i - 1]) && t[i - 2] == '(') return t[i - 1];
-  }
-  // 3. the last "B)" not glued to a word.
-  for (size_t i = t.size(); i-- > 1;) {
-    if (t[i] == ')' && is_upper_choice(t[i - 1]) && (i == 1 || !is_alnum(t[i - 2]))) return t[i - 1];
-  }
-  // 4. the whole response is a letter.
+  // 2. the whole response is a letter.
   std::string_view s = trim(t);
   if ((s.size() == 1 || (s.size() == 2 && s[1] == '.')) && is_upper_choice(s[0])) return s[0];
   return std::nullopt;
@@ -163,12 +202,18 @@ std::optional<char> parse_letter(std::string_view content) {
     if (!unwrapped) break;
   }
   if (v.empty()) return std::nullopt;
-  if (v.size() >= 3 && v[0] == '(' && is_choice_letter(v[1]) && v[2] == ')') return to_upper(v[1]);
-  if (is_choice_letter(v[0])) {
-    if (v.size() == 1) return to_upper(v[0]);
-    if ((v[1] == ')' || v[1] == '.' || v[1] == ':') && (v.size() == 2 || is_space(v[2]))) return to_upper(v[0]);
+  char letter = 0;
+  size_t after = 0;
+  if (v.size() >= 3 && v[0] == '(' && is_choice_letter(v[1]) && v[2] == ')') {
+    letter = to_upper(v[1]);
+    after = 3;
+  } else if (is_choice_letter(v[0]) &&
+             (v.size() == 1 || ((v[1] == ')' || v[1] == '.' || v[1] == ':') && (v.size() == 2 || is_space(v[2]))))) {
+    letter = to_upper(v[0]);
+    after = v.size() == 1 ? 1 : 2;
   }
-  return std::nullopt;
+  if (letter == 0 || names_another_choice(v, after, v.size(), letter)) return std::nullopt;
+  return letter;
 }
 
 std::optional<std::string> extract_answer(std::string_view response, Kind kind) {

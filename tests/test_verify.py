@@ -65,14 +65,14 @@ CASES = [
     (B % "A", "B", "mcq", False),
     ("The answer is (C).", "C", "mcq", True),
     ("Answer: D", "D", "mcq", True),
-    ("B) is my choice", "B", "mcq", True),
+    ("B) is my choice", "B", "mcq", False),  # no stated answer: a letter in passing is not one
     ("I would go with (A).", "B", "mcq", False),
     ("No letter here.", "A", "mcq", False),
     ("The answer is 42.", "42", "integer", True),
     ("So in total there are 17 sheep.", "17", "integer", True),
     ("So in total there are 17 sheep.", "18", "integer", False),
     ("Therefore the answer is: 2.5", "5/2", "float", True),
-    ("First \\boxed{3}, no wait, \\boxed{4}.", "4", "integer", True),
+    ("First \\boxed{3}, no wait, \\boxed{4}.", "4", "integer", False),  # boxed values that disagree
     ("First \\boxed{3}, no wait, \\boxed{4}.", "3", "integer", False),
     ("\\boxed{2} then \\boxed{9", "2", "integer", True),
     ("", "5", "integer", False),
@@ -119,8 +119,8 @@ def test_verify_batch_matches_single_calls_and_keeps_order():
     ("\\boxed{d}", "mcq", "D"),
     ("the answer is option B", "mcq", "B"),
     ("Answer is A good guess", "mcq", "A"),
-    ("x (A) y (C) z", "mcq", "C"),
-    ("x A) y C) z", "mcq", "C"),
+    ("x (A) y (C) z", "mcq", None),
+    ("x A) y C) z", "mcq", None),
     ("  B.  ", "mcq", "B"),
     ("\\boxed{42}", "mcq", None),
 ])
@@ -158,7 +158,7 @@ def test_cpp_normalisation_equals_python_mirror():
         text, percent, degree, canonical = V._C.normalize(s)
         ours = V.normalize_answer(s)
         assert (text.decode("utf-8", "surrogatepass"), percent, degree) == ours, s
-        assert canonical.decode("utf-8", "surrogatepass") == V._string_canonical(ours[0]), s
+        assert canonical.decode("utf-8", "surrogatepass") == V.string_canonical(ours[0]), s
 
 
 @needs_C
@@ -263,18 +263,19 @@ def test_works_in_a_forked_child_and_shuts_down_cleanly():
     code = """
         import os, sys
         from spice import verify as V
+        from spice.verify import pool as P
         assert V.verify("\\\\boxed{\\\\{1,2\\\\}}", "\\\\{2,1\\\\}", "expression")  # a set: math-verify's
-        parent_workers = [w.proc.pid for w in V._POOL.workers]
+        parent_workers = [w.proc.pid for w in P._POOL.workers]
         pid = os.fork()
         if pid == 0:
-            ok = V.verify("\\\\boxed{\\\\{1,3\\\\}}", "\\\\{3,1\\\\}", "expression") and V._POOL.owner == os.getpid()
-            mine = [w.proc.pid for w in V._POOL.workers]
+            ok = V.verify("\\\\boxed{\\\\{1,3\\\\}}", "\\\\{3,1\\\\}", "expression") and P._POOL.owner == os.getpid()
+            mine = [w.proc.pid for w in P._POOL.workers]
             os._exit(0 if ok and not set(mine) & set(parent_workers) else 1)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        assert all(w.proc.poll() is None for w in V._POOL.workers)  # the child left our workers alone
+        assert all(w.proc.poll() is None for w in P._POOL.workers)  # the child left our workers alone
         assert V.verify("\\\\boxed{\\\\sqrt{4}}", "2", "integer")
-        workers = list(V._POOL.workers)
+        workers = list(P._POOL.workers)
         V.shutdown()
         assert all(w.proc.returncode is not None for w in workers)
         print("clean")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from spice import verify as V
+from spice.verify import pool as P
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "verify_agreement.jsonl"
 
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _fresh_pool() -> int:
     """Restart the math-verify workers, so that no pass profits from the parse cache of an earlier one,
     and start them on a pair outside the data; returns the timeouts counted by the pool it replaced."""
-    timeouts = V._POOL.timeouts if V._POOL is not None else 0
+    timeouts = P._POOL.timeouts if P._POOL is not None else 0
     V.shutdown()
     V.slow_verdicts([("\\boxed{y^3+7}", "7+y^3", "expression")])
     return timeouts
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         "speedup_mix": round(slow_s / combined_s, 1),
         "max_item_latency_s": round(worst, 3), "slowest_item": [s[-60:] for s in worst_item] if worst_item else None,
         "fast_vs_math_verify_disagreements": fast_disagree, "combined_vs_math_verify_disagreements": combined_disagree,
-        "math_verify_timeouts": timeouts + V._pool().timeouts,
+        "math_verify_timeouts": timeouts + V.get_pool().timeouts,
     }
     if args.json:
         print(json.dumps(result))

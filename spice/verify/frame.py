@@ -1,0 +1,113 @@
+"""What is decided or rewritten before math-verify sees an answer: pathological inputs are refused
+(length, nesting, exponent towers, huge numbers: bounded cost), and spellings that math-verify reads
+against the mathematics are settled here. math-verify reads `(2)(3)` as 5, `2 3` as 5 and `2a b` as 2;
+spice reads `(2)(3)` as the product 6, refuses `2 3` (no number is written so) and reads single
+letters as variables, so `2a b` is not a number."""
+
+from __future__ import annotations
+
+import re
+
+MAX_ANSWER_CHARS = 1024  # a longer answer or gold is no final answer
+MAX_NESTING = 24  # brackets nested deeper than this
+MAX_NUMBER_DIGITS = 200  # a digit run longer than this
+MAX_EXPONENT_DIGITS = 3  # 10^{1000} and above
+
+_COMMAND = re.compile(r"\\[A-Za-z]+")
+_TEXT_GROUP = re.compile(r"\\(?:text|textrm|textbf|mathrm|mbox|operatorname)\s*\{[^{}]*\}")
+_ASSIGNMENT = re.compile(r"^\s*[A-Za-z]\s*=")
+_LETTER = re.compile(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])")
+_UNIT_LETTERS = frozenset("mgsLKAVWNJhl")  # math-verify's unit rule drops these after a number
+_FINAL_UNIT = re.compile(r"[0-9]\s*([A-Za-z])\s*$")
+_DIGIT_GROUPS = re.compile(r"(?<![0-9.,])[0-9]+(?:[ \t]+[0-9]+)+(?![0-9]*\s*/)")
+_PRODUCT = re.compile(r"(?<=[0-9)])\s*(?=\()|(?<=\))\s*(?=[0-9])")
+_DIGITS = re.compile(r"[0-9]+")
+_BIG_FACTORIAL = re.compile(r"[0-9]{3,}\s*!")
+
+
+def _exponent_tower(s: str) -> bool:
+    """A power inside an exponent (9^{9^9}, 9^9^9), or an exponent of more than MAX_EXPONENT_DIGITS digits."""
+    for m in re.finditer(r"\^", s):
+        i = m.end()
+        while i < len(s) and s[i] == " ":
+            i += 1
+        if i < len(s) and s[i] == "{":
+            depth, j = 0, i
+            while j < len(s):
+                depth += s[j] == "{"
+                depth -= s[j] == "}"
+                if depth == 0:
+                    break
+                j += 1
+            exponent = s[i + 1:j]
+        else:
+            exponent = _DIGITS.match(s, i).group() if _DIGITS.match(s, i) else s[i:i + 1]
+            if s[i + len(exponent):].lstrip(" ").startswith("^"):
+                return True
+        if "^" in exponent or "**" in exponent:
+            return True
+        digits = exponent.strip(" +-")
+        if digits.isdigit() and len(digits) > MAX_EXPONENT_DIGITS:
+            return True
+    return False
+
+
+def _nesting(s: str) -> int:
+    depth = deepest = 0
+    for c in s:
+        if c in "({[":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in ")}]":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def pathological(s: str) -> str | None:
+    """Why `s` is refused before math-verify (its cost is unbounded or it is no answer), or None."""
+    if len(s) > MAX_ANSWER_CHARS:
+        return "too long"
+    if _nesting(s) > MAX_NESTING:
+        return "nested too deep"
+    if any(len(m.group()) > MAX_NUMBER_DIGITS for m in _DIGITS.finditer(s)):
+        return "huge number"
+    if _BIG_FACTORIAL.search(s) or _exponent_tower(s):
+        return "huge power"
+    return None
+
+
+def _thousands(run: str) -> bool:
+    groups = run.split()
+    return 1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])
+
+
+def _has_letter_variable(s: str) -> bool:
+    """Single Latin letters read as variables (not e, E, i: numbers; not one unit letter after a number)."""
+    s = _COMMAND.sub(" ", _TEXT_GROUP.sub(" ", s))
+    s = _ASSIGNMENT.sub("", s)
+    unit = _FINAL_UNIT.search(s)
+    if unit and unit.group(1) in _UNIT_LETTERS:
+        s = s[:unit.start(1)]
+    return any(m.group() not in "eEi" for m in _LETTER.finditer(s))
+
+
+def _letters(s: str) -> bool:
+    return re.search(r"[A-Za-z]", _COMMAND.sub(" ", s)) is not None
+
+
+def frame(answer: str, gold: str, letters_are_variables: bool = True) -> tuple[str, str] | bool:
+    """The (answer, gold) pair to hand math-verify, or the verdict when it is decided here; single
+    letters count as variables unless `letters_are_variables` is off (string answers)."""
+    if pathological(answer) or pathological(gold):
+        return False
+    if answer.replace(" ", "") == gold.replace(" ", ""):
+        return answer, gold
+    if letters_are_variables and any(not _thousands(m.group()) for m in _DIGIT_GROUPS.finditer(answer)):
+        return False  # "2 3": two numbers side by side are no number
+    if letters_are_variables and not _letters(gold) and _has_letter_variable(answer):
+        return False  # "2a b", "5 x": a product with variables is no number
+    if not re.search(r"[A-Za-z,\[\]]", _COMMAND.sub("", answer)):
+        answer = _PRODUCT.sub("\\\\cdot ", answer)  # "(2)(3)", "2(3)": products
+    if not re.search(r"[A-Za-z,\[\]]", _COMMAND.sub("", gold)):
+        gold = _PRODUCT.sub("\\\\cdot ", gold)
+    return answer, gold
