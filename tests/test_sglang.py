@@ -208,3 +208,103 @@ def test_launch_failure_names_server_and_log(tmp_path):
     config = SGLangConfig(launch_command=f"{sys.executable} -c 'raise SystemExit(3)'", base_port=31877)
     with pytest.raises(ServerLaunchError, match=r"server 0 at http://127.0.0.1:31877 exited with code 3.*server_0.log"):
         SGLangRolloutEngine(config, tmp_path, work_dir=tmp_path)
+
+
+def test_servers_get_no_torchrun_variables_and_a_non_generating_health(monkeypatch, tmp_path):
+    from spice.rollout.sglang_servers import server_env
+
+    torchrun = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "8", "GROUP_RANK": "0",
+                "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "x",
+                "TORCHELASTIC_RESTART_COUNT": "0", "CUDA_DEVICE_MAX_CONNECTIONS": "1", "ROLE_RANK": "0"}
+    env = server_env({**torchrun, "PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0,1"})
+    assert not set(torchrun) & set(env) and env["PATH"] == "/bin" and env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert env["SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION"] == "0" and env["SGLANG_RETURN_ORIGINAL_LOGPROB"] == "1"
+    for key, value in torchrun.items():
+        monkeypatch.setenv(key, value)
+    pool = ServerPool(SGLangConfig(), "/m", log_dir=tmp_path)
+    assert "RANK" not in pool.env and "MASTER_PORT" not in pool.env
+
+
+def test_deterministic_inference_and_tp_size_names(tmp_path):
+    seeded = ServerPool(SGLangConfig(deterministic_inference=True), "/m", log_dir=tmp_path)
+    assert "--enable-deterministic-inference" in seeded._command(0, 30000)
+    assert "--enable-deterministic-inference" not in ServerPool(SGLangConfig(), "/m", log_dir=tmp_path)._command(0, 1)
+    alias = ServerPool(SGLangConfig(num_servers=2, server_args={"tensor_parallel_size": 2}), "/m", log_dir=tmp_path)
+    assert alias.tp_size() == 2 and alias._command(1, 1)[alias._command(1, 1).index("--base-gpu-id") + 1] == "2"
+
+
+class _Old(BaseHTTPRequestHandler):
+    """A server before 0.5.6: /model_info and /server_info are 404, the /get_ names answer."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        found = self.path in ("/get_model_info", "/get_server_info")
+        data = json.dumps({"version": "0.5.5"}).encode() if found else b'{"detail":"Not Found"}'
+        self.send_response(200 if found else 404)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_info_falls_back_to_deprecated_names_and_old_servers_get_no_router_polling(served_by=_Old):
+    from spice.rollout.sglang_servers import info, router_health_flags
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), served_by)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert info(url, "server_info", None) == {"version": "0.5.5"}
+        assert router_health_flags(url, None) == ["--disable-health-check"]
+    finally:
+        server.shutdown()
+
+
+def test_session_helper_opens_and_closes_or_tolerates_404():
+    from spice.rollout.weight_sync.base import weight_update_session
+
+    calls = []
+
+    class _Sessions(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            calls.append((self.server.server_address[1], self.path))
+            status = 404 if self.server.server_address[1] == old_port else 200
+            data = b'{"success": true, "message": "Success"}'
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    new, old = (ThreadingHTTPServer(("127.0.0.1", 0), _Sessions) for _ in range(2))
+    old_port = old.server_address[1]
+    for server in (new, old):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    urls = [f"http://127.0.0.1:{s.server_address[1]}" for s in (new, old)]
+    try:
+        with weight_update_session(urls) as opened:
+            assert opened == urls[:1]
+        with pytest.raises(RuntimeError, match="bucket failed"):
+            with weight_update_session(urls[:1]):
+                raise RuntimeError("bucket failed")
+    finally:
+        for server in (new, old):
+            server.shutdown()
+    port = new.server_address[1]
+    assert [path for p, path in calls if p == port] == ["/begin_weight_update", "/end_weight_update"] * 2
+    assert [path for p, path in calls if p == old_port] == ["/begin_weight_update"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_ipc_payload_is_pickled_once_per_tp_rank():
+    from spice.rollout.weight_sync.tensor import TensorWeightSync
+
+    bucket = [("w", torch.ones(4, device="cuda"))]
+    payload = TensorWeightSync(tp_size=3)._payload(bucket, 1, last=True)
+    entries = payload["serialized_named_tensors"]
+    assert len(entries) == 3 and len({id(e) for e in entries}) == 3 and payload["load_format"] is None

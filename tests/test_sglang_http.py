@@ -91,6 +91,9 @@ def test_both_roles_in_one_pool(engines):
                     assert c.finish_reason in ("stop", "length")
     served = [_info(url, "/get_server_info")["requests_served"] for url in engines[1].pool.server_urls]
     assert sum(served) >= 5 and engines[1].pool.router_url is not None  # one request per prompt
+    # The router polls /health every 2 s; with SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=0 none generates.
+    assert [_info(url, "/server_info")["health_generations"] for url in engines[1].pool.server_urls] == [0, 0]
+    assert {s.version for engine in engines for s in engine.pool.servers} == {"0.5.23"}
 
 
 def test_greedy_matches_in_process_engine(engines, reference):
@@ -149,6 +152,29 @@ def test_distributed_transport_over_gloo(engines, reference):
     expected = [[c.token_ids for c in g] for g in reference.generate(PROMPTS, SamplingParams(
         n=1, temperature=0.0, max_new_tokens=12))]
     assert _greedy(engine) == expected
+
+
+def test_older_release_without_sessions(tiny_model, reference, tmp_path):
+    """The tensor and distributed transports on a 0.5.20 server (no session endpoints: 404), with
+    memory released and resumed between rollouts as in the colocated layout."""
+    config = SGLangConfig(num_servers=1, base_port=_free_ports(1), launch_command=LAUNCH + " --emulate 0.5.20",
+                          weight_sync="tensor", max_retries=6, request_timeout=120, bucket_megabytes=1)
+    engine = SGLangRolloutEngine(config, tiny_model, work_dir=tmp_path, backoff=0.2, max_backoff=2.0)
+    try:
+        assert engine.pool.servers[0].version == "0.5.20"
+        engine.release_memory()
+        weights = _perturbed(reference, seed=4)
+        engine.update_weights(weights, 1)
+        assert not engine.released and _info(engine.pool.server_urls[0], "/model_info")["weight_version"] == "1"
+        transport = DistributedWeightSync(master_address="127.0.0.1", master_port=free_port(), tp_sizes=[1],
+                                          backend="gloo", bucket_bytes=64 << 10)
+        try:
+            transport.push(engine.pool.server_urls, weights, 2)
+        finally:
+            transport.close()
+        assert _info(engine.pool.server_urls[0], "/model_info")["weight_version"] == "2"
+    finally:
+        engine.close()
 
 
 @pytest.mark.parametrize("which", [0, 1])
