@@ -52,7 +52,7 @@ class ChallengerConfig:
     top_p: float = 1.0
     formats: list[str] = field(default_factory=lambda: ["mcq", "free_form"])
     # tools (AgentInstruct; spice.checks, spice.refine, docs/sandbox.md)
-    check: str = "off"  # off | optional | required_numeric: a program recomputes the gold answer in the sandbox
+    check: str | bool = "off"  # off | optional | required_numeric: a program recomputes the gold answer (sandbox)
     check_sandbox: str = "seccomp"  # seccomp | bwrap | rlimits (weaker: no seccomp; only if chosen explicitly)
     check_timeout: float = 2.0  # wall-clock seconds per check program (CPU seconds: its ceiling)
     refine_rounds: int = 0  # suggester/editor rounds that make each kept task harder, re-validated each round
@@ -223,7 +223,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "challenger.prompt_style": ("paper", "compact"),
     "challenger.attempt_selection": ("paper", "all_invalid"),
-    "challenger.check": ("off", "optional", "required_numeric"),
     "challenger.check_sandbox": ("seccomp", "bwrap", "rlimits"),
     "loss.aggregation": ("token_sum", "token_mean", "seq_mean"),
     "loss.implementation": ("auto", "reference", "fused"),
@@ -454,7 +453,12 @@ def _check_guard(guard: GuardConfig) -> None:
 
 
 def _check_tools(challenger: ChallengerConfig) -> None:
-    """The check programs' limits are in range and their sandbox can run on this machine."""
+    """The check mode is known (YAML reads a bare `off` as false), its limits are in range and its
+    sandbox can run on this machine."""
+    if challenger.check is False:
+        challenger.check = "off"
+    if challenger.check not in ("off", "optional", "required_numeric"):
+        raise ConfigError(f"challenger.check: {challenger.check!r} is not one of off, optional, required_numeric")
     _check_range("challenger.check_timeout", challenger.check_timeout, 0.0, 60.0, low_open=True)
     _check_range("challenger.refine_rounds", challenger.refine_rounds, 0, 8)
     if challenger.check != "off":

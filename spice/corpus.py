@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from spice.errors import InputNotFound, UserError
+
 logger = logging.getLogger(__name__)
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
@@ -34,7 +36,7 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
     """A corpus that cannot be used at all: no usable documents, unknown format, missing text column."""
 
 
@@ -221,7 +223,7 @@ def iter_documents(path: str | Path, text_field: str = "text", skips: _Skips | N
     skips = skips if skips is not None else _Skips(path)
     name = path.name.lower()
     if not path.exists():
-        raise FileNotFoundError(f"corpus path {str(path)!r} does not exist")
+        raise InputNotFound(f"corpus path {str(path)!r} does not exist")
     if path.is_dir():
         return _read_folder(path, skips)
     if name.endswith(JSONL_SUFFIXES):

