@@ -2,15 +2,13 @@
 
 `grpo_loss_reference` is the specification: it materialises the [N, V] logits in fp32 (float64 for
 float64 inputs) and is what `spice.kernels.fused_grpo_loss` is tested against. Training backends call
-`grpo_loss`, which picks the fused Triton kernel on CUDA and this reference elsewhere.
+`grpo_loss`, which uses this reference unless the fused Triton kernel is asked for by name.
 
 Both share `policy_loss`, the O(N) part that turns per-token log-probabilities into the loss: ratio to
 the old policy, asymmetric clipping, truncated importance sampling, k3 KL and the aggregation.
 """
 
 from __future__ import annotations
-
-import importlib.util
 
 import torch
 import torch.distributed as dist
@@ -22,7 +20,8 @@ IMPLEMENTATIONS = ("auto", "fused", "reference")
 def group_advantages(
     rewards: torch.Tensor, group_ids: torch.Tensor, std_normalize: bool = False, eps: float = 1e-6
 ) -> torch.Tensor:
-    """Reward minus its group's mean (Dr. GRPO); divided by the group's sample std (GRPO) with the switch.
+    """Reward minus its group's mean (Dr. GRPO); divided by the group's population std (GRPO) with the
+    switch: the convention of the paper (Var = p(1-p)) and of `spice.scoring`.
 
     `group_ids` labels each reward with its group (any integers); singleton groups get advantage 0.
     """
@@ -44,7 +43,7 @@ def group_advantages(
     if not std_normalize:
         return centred
     square = torch.zeros_like(count).index_add_(0, inverse, centred * centred)
-    std = torch.where(count > 1, (square / (count - 1).clamp(min=1)).sqrt(), torch.zeros_like(count))
+    std = (square / count).sqrt()
     return centred / (std[inverse] + eps)
 
 
@@ -274,11 +273,6 @@ def grpo_loss_reference(
     return (loss, logp, entropy) if return_entropy else (loss, logp)
 
 
-def triton_available() -> bool:
-    """Whether triton can be imported (it is needed for the fused kernel)."""
-    return importlib.util.find_spec("triton") is not None
-
-
 def grpo_loss(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -291,13 +285,14 @@ def grpo_loss(
 ) -> tuple[torch.Tensor, ...]:
     """The GRPO loss for training backends: "fused" Triton kernel, "reference" torch, or "auto".
 
-    "auto" picks the fused kernel when `hidden` is on CUDA and triton imports, else the reference.
+    "auto" is the reference on every device until the fused kernel has passed its GPU tests
+    (tests/test_fused_grpo*.py, `-m gpu`) on the project's benchmark machine; it has not run on a GPU yet.
     Options and return values are those of `grpo_loss_reference`.
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"grpo_loss: implementation {implementation!r} is not one of {IMPLEMENTATIONS}")
     if implementation == "auto":
-        implementation = "fused" if hidden.is_cuda and triton_available() else "reference"
+        implementation = "reference"
     if implementation == "reference":
         return grpo_loss_reference(hidden, weight, targets, advantages, mask, **options)
     from spice.kernels import fused_grpo_loss

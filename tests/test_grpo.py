@@ -40,9 +40,29 @@ def test_group_advantages_handles_interleaved_ids_and_singletons():
     rewards = torch.tensor([1.0, 4.0, 3.0, 2.0, 9.0])
     groups = torch.tensor([0, 1, 0, 1, 5])
     adv = group_advantages(rewards, groups, std_normalize=True)
-    std = math.sqrt(2.0)  # sample std of (1, 3) and of (4, 2)
+    std = 1.0  # population std of (1, 3) and of (4, 2), as the paper's p(1-p) and spice.scoring
     expected = torch.tensor([-1 / std, 1 / std, 1 / std, -1 / std, 0.0])
     torch.testing.assert_close(adv, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_group_advantages_use_the_same_std_as_scoring():
+    from spice.scoring import score_iteration_reference
+
+    verdicts = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 1], [0, 0, 0, 0]], dtype=torch.int8)
+    scores = score_iteration_reference(verdicts, torch.ones(3, dtype=torch.bool), torch.zeros(3, dtype=torch.int32),
+                                       torch.arange(3 + 12), torch.ones(15, 2), std_normalize=True)
+    groups = torch.arange(3).repeat_interleave(4)
+    adv = group_advantages(verdicts.reshape(-1).float(), groups, std_normalize=True)
+    torch.testing.assert_close(adv.reshape(3, 4), scores.reasoner_advantages, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_is_the_reference_even_on_cuda(monkeypatch):
+    import spice.grpo as grpo
+
+    x = make_inputs()
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setattr(grpo, "grpo_loss_reference", lambda *a, **k: "reference")
+    assert grpo.grpo_loss(**x, implementation="auto", normalizer=5.0) == "reference"
 
 
 def test_group_advantages_equal_rewards_give_zero_even_with_std():

@@ -101,3 +101,52 @@ def test_ddp_two_processes_match_one_process(tiny_model, tmp_path):
     assert outputs[1]["loss"].item() == pytest.approx(outputs[2]["loss"].item(), rel=1e-5)
     for name, tensor in outputs[1].items():
         torch.testing.assert_close(outputs[2][name], tensor, rtol=1e-4, atol=2e-5)
+
+
+def _weights_after_step(tiny_model, batch, *overrides):
+    torch.manual_seed(0)
+    backend = _backend(tiny_model, *overrides)
+    metrics = backend.step(batch)
+    return metrics, {n: t.clone() for n, t in backend.named_weights()}
+
+
+def _max_difference(a, b):
+    return max(float((a[n] - b[n]).abs().max()) for n in a)
+
+
+def test_clipping_changes_the_update_only_with_several_ppo_epochs(tiny_model):
+    batch = random_batch(49152, rows=4)
+    wide = ("loss.clip_low=0.999", "loss.clip_high=1000")  # no ratio reaches these bounds
+    tight = ("loss.clip_low=0.0001", "loss.clip_high=0.0001")
+    one_tight, one_tight_weights = _weights_after_step(tiny_model, batch, "optim.ppo_epochs=1", *tight)
+    _, one_wide_weights = _weights_after_step(tiny_model, batch, "optim.ppo_epochs=1", *wide)
+    assert _max_difference(one_tight_weights, one_wide_weights) == 0.0  # ratio 1: clipping cannot act
+    assert "clip_fraction" not in one_tight
+    two_tight, two_tight_weights = _weights_after_step(tiny_model, batch, "optim.ppo_epochs=2", *tight)
+    two_wide, two_wide_weights = _weights_after_step(tiny_model, batch, "optim.ppo_epochs=2", *wide)
+    assert two_wide["clip_fraction"] == 0.0 and two_tight["clip_fraction"] > 0.5
+    assert _max_difference(two_tight_weights, two_wide_weights) > 1e-6
+    # the first epoch is the ppo_epochs=1 step: same loss, same gradient norm
+    assert two_tight["loss"] == pytest.approx(one_tight["loss"]) and two_tight["grad_norm"] == pytest.approx(
+        one_tight["grad_norm"])
+    assert _max_difference(two_wide_weights, one_wide_weights) > 1e-6  # a second step was taken
+
+
+def test_old_logprobs_are_the_policy_before_the_first_update(tiny_model, monkeypatch):
+    backend = _backend(tiny_model, "optim.ppo_epochs=3", "optim.micro_batch_size=2")
+    batch = random_batch(backend.model.config.vocab_size, rows=4)
+    before = backend.logprobs(batch)
+    seen = []
+    real = backend._loss
+
+    def spy(micro, normalizer, hidden, old_logprobs=None):
+        seen.append(None if old_logprobs is None else old_logprobs.clone())
+        return real(micro, normalizer, hidden, old_logprobs)
+
+    monkeypatch.setattr(backend, "_loss", spy)
+    backend.step(batch)
+    assert len(seen) == 3 * 2 and seen[0] is None and seen[1] is None  # first epoch: the current policy
+    expected = [before[rows, 1:][batch.loss_mask[rows, 1:] > 0] for rows in (slice(0, 2), slice(2, 4))]
+    for epoch in (1, 2):
+        for micro in (0, 1):
+            torch.testing.assert_close(seen[2 * epoch + micro], expected[micro], rtol=1e-5, atol=1e-5)

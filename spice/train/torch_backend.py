@@ -73,8 +73,9 @@ class TorchBackend:
     def _hidden(self, module: torch.nn.Module, batch: Batch) -> torch.Tensor:
         return module(batch.input_ids.to(self.device), batch.attention_mask.to(self.device))
 
-    def _loss(self, batch: Batch, normalizer: float, hidden: torch.Tensor):
-        """GRPO loss of one micro-batch: position t-1's hidden state predicts token t."""
+    def _loss(self, batch: Batch, normalizer: float, hidden: torch.Tensor, old_logprobs: torch.Tensor | None = None):
+        """GRPO loss of one micro-batch: position t-1's hidden state predicts token t. `old_logprobs`
+        (flat, masked tokens only): the first epoch's, which later PPO epochs clip against."""
         loss_cfg = self.config.loss
         mask = batch.loss_mask[:, 1:].to(self.device)
         rows = mask.shape[0]
@@ -84,7 +85,7 @@ class TorchBackend:
             rollout_logprobs=batch.rollout_logprobs[:, 1:].to(self.device).reshape(-1)[keep],
             tis_cap=loss_cfg.tis_cap, clip_low=loss_cfg.clip_low, clip_high=loss_cfg.clip_high,
             aggregation=loss_cfg.aggregation, normalizer=normalizer,
-            sequence_ids=sequence_ids.reshape(-1)[keep],
+            sequence_ids=sequence_ids.reshape(-1)[keep], old_logprobs=old_logprobs,
         )
         flat_hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep]
         targets = batch.input_ids[:, 1:].to(self.device).reshape(-1)[keep]
@@ -121,7 +122,37 @@ class TorchBackend:
             out[start:start + rows, 1:] = values.cpu() * micro.loss_mask[:, 1:]
         return out
 
+    def _epoch(self, micro_batches: list[Batch], normalizer: float,
+               old: list[torch.Tensor | None]) -> tuple[float, float, float, int]:
+        """One optimizer step over every micro-batch; fills `old` with this pass's logprobs where it is
+        None (the first epoch). Returns (loss, grad norm, tokens outside the clip range, tokens scored)."""
+        loss_cfg = self.config.loss
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss, clipped, scored = 0.0, 0, 0
+        for index, micro in enumerate(micro_batches):
+            last = index == len(micro_batches) - 1
+            sync = self.module.no_sync() if (self.world_size > 1 and not last) else contextlib.nullcontext()
+            with sync:
+                hidden = self._hidden(self.module, micro)
+                loss, logp = self._loss(micro, normalizer, hidden, old[index])
+                # DDP averages gradients over ranks; the loss already has the global denominator.
+                (loss * self.world_size).backward()
+            logp = logp.detach().float()
+            if old[index] is None:
+                old[index] = logp
+            else:
+                ratio = torch.exp(logp - old[index])
+                outside = (ratio < 1.0 - loss_cfg.clip_low) | (ratio > 1.0 + loss_cfg.clip_high)
+                clipped += int(outside.sum())
+            scored += logp.numel()
+            total_loss += float(loss.detach())
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        self.optimizer.step()
+        return total_loss, float(grad_norm), clipped, scored
+
     def step(self, batch: Batch) -> dict[str, float]:
+        """`optim.ppo_epochs` optimizer steps on the batch; the first pass's logprobs (before any update)
+        are the old policy's, which later epochs' ratios are clipped against (`loss.clip_low/high`)."""
         started = time.perf_counter()
         if batch.num_sequences < self.world_size:
             raise RuntimeError(f"the batch has {batch.num_sequences} sequences for {self.world_size} "
@@ -129,29 +160,25 @@ class TorchBackend:
         normalizer = loss_normalizer(self.config, batch)
         local = self._shard(batch)
         self.module.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        total_loss, tokens = 0.0, 0
         micro_batches = list(self._micro_batches(local))
-        for index, micro in enumerate(micro_batches):
-            last = index == len(micro_batches) - 1
-            sync = self.module.no_sync() if (self.world_size > 1 and not last) else contextlib.nullcontext()
-            with sync:
-                hidden = self._hidden(self.module, micro)
-                loss, _ = self._loss(micro, normalizer, hidden)
-                # DDP averages gradients over ranks; the loss already has the global denominator.
-                (loss * self.world_size).backward()
-            total_loss += float(loss.detach())
-            tokens += int(micro.attention_mask.sum())
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
-        self.optimizer.step()
+        tokens = sum(int(micro.attention_mask.sum()) for micro in micro_batches)
+        old: list[torch.Tensor | None] = [None] * len(micro_batches)
+        epochs = [self._epoch(micro_batches, normalizer, old) for _ in range(self.config.optim.ppo_epochs)]
         self.module.eval()
+        stats = [epochs[0][0], epochs[-1][0], float(tokens), float(sum(e[2] for e in epochs[1:])),
+                 float(sum(e[3] for e in epochs[1:]))]
         if self.world_size > 1:
-            stats = torch.tensor([total_loss, float(tokens)], device=self.device)
-            dist.all_reduce(stats)
-            total_loss, tokens = float(stats[0]), int(stats[1])
+            reduced = torch.tensor(stats, dtype=torch.float64, device=self.device)
+            dist.all_reduce(reduced)
+            stats = reduced.tolist()
+        first_loss, last_loss, tokens, clipped, scored = stats[0], stats[1], int(stats[2]), stats[3], stats[4]
         seconds = time.perf_counter() - started
-        return {"loss": total_loss, "grad_norm": float(grad_norm), "train_tokens": tokens,
-                "train_tokens_per_second": tokens / max(seconds, 1e-9)}
+        metrics = {"loss": first_loss, "grad_norm": epochs[0][1], "train_tokens": tokens,
+                   "train_tokens_per_second": tokens * len(epochs) / max(seconds, 1e-9)}
+        if len(epochs) > 1:  # loss and norm above are the first epoch's (at the rollout policy)
+            metrics.update(last_epoch_loss=last_loss, last_epoch_grad_norm=epochs[-1][1],
+                           clip_fraction=clipped / max(scored, 1.0))
+        return metrics
 
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         for name, tensor in self.model.state_dict().items():
