@@ -27,6 +27,8 @@ BENCHMARKS = {
     "train": ("spice.bench.train", "training step tokens/s and MFU (Megatron backend)"),
     "constrained": ("spice.bench.constrained",
                     "challenger valid-task rate with and without schema-constrained decoding"),
+    "scoring": ("spice.bench.scoring", "fused scoring: CUDA kernel vs its C++ twin, time and bitwise equality"),
+    "gpu": ("spice.bench.gpu", "one-shot GPU validation: offline install, GPU tests, loss/scoring/train benches"),
 }
 
 
@@ -92,7 +94,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _add_train(subparsers)
     for name, (module_name, help_text) in COMMANDS.items():
         _add_module(subparsers, name, module_name, help_text, load=chosen[:1] == [name])
-    bench = subparsers.add_parser("bench", help="benchmarks (loss, verify, train, constrained)")
+    bench = subparsers.add_parser("bench", help="benchmarks (loss, verify, train, constrained, scoring, gpu)")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)
     for name, (module_name, help_text) in BENCHMARKS.items():
         _add_module(bench_sub, name, module_name, help_text, load=chosen == ["bench", name])

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pp", type=int, default=1, help="pipeline_model_parallel_size")
     parser.add_argument("--fp8", default=None, help="Transformer Engine fp8 format (e4m3 | hybrid)")
     parser.add_argument("--fp8-recipe", default="delayed", help="delayed | tensorwise | mxfp8 | blockwise")
+    parser.add_argument("--transformer-impl", default="auto", choices=["auto", "transformer_engine", "local"],
+                        help="train.megatron.transformer_impl: local is megatron-core's own layer spec (no TE)")
     parser.add_argument("--recompute", default=None, help="recompute_granularity: full | selective")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s per device "
                         "(default: looked up from the device name)")
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
               "(its numbers say nothing about GPU throughput)")
     overrides = ["train.backend=megatron", f"train.megatron.tensor_model_parallel_size={args.tp}",
                  f"train.megatron.pipeline_model_parallel_size={args.pp}", f"train.megatron.bf16={str(cuda).lower()}",
+                 f"train.megatron.transformer_impl={args.transformer_impl}",
                  f"optim.micro_batch_size={micro}", "optim.lr=1e-6", f"challenger.max_new_tokens={seq_len}",
                  f"reasoner.max_new_tokens={seq_len}"]
     if args.fp8:
@@ -148,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
         "preset": preset, "seq_len": seq_len, "global_batch": sequences, "micro_batch_size": micro,
         "tp": layout.tp_size, "pp": layout.pp_size, "dp": layout.dp_size, "devices": layout.world_size,
         "dtype": "bf16" if cuda else "fp32", "fp8": args.fp8, "recompute": args.recompute,
+        "transformer_impl": args.transformer_impl,
+        "distributed_optimizer": config.train.megatron.use_distributed_optimizer and cuda,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "seconds_per_step": seconds, "tokens_per_second": tokens / seconds,
         "tokens_per_second_per_device": tokens / seconds / layout.world_size,
