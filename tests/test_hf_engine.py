@@ -74,3 +74,57 @@ def test_update_weights_rejects_unknown_names_and_shapes(tiny_model):
     name, tensor = next(iter(engine.model.state_dict().items()))
     with pytest.raises(ValueError, match=name):
         engine.update_weights([(name, torch.zeros(3, 3, 3))], 1)
+
+
+def _teacher_forced(model, prompt: list[int], completion: list[int]) -> torch.Tensor:
+    """An independent forward of prompt+completion: log_softmax at temperature 1 of each sampled token."""
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt) - 1:-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion)[:, None])[:, 0]
+
+
+def test_logprobs_are_the_unmasked_policy_for_free_and_constrained_rows(tiny_model):
+    """One call mixing a free and a schema-constrained prompt: every row's logprobs are the policy's
+    (unmasked, temperature 1), and the constrained rows follow their schema."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from spice.schemas import format_selection_schema, schema_json
+
+    engine = HFRolloutEngine(tiny_model, batch_size=8)
+    prompts = _prompts(engine.tokenizer)
+    schema = schema_json(format_selection_schema())
+    sampling = [SamplingParams(n=3, temperature=0.7, top_p=0.9, max_new_tokens=12, seed=5),
+                SamplingParams(n=3, temperature=1.3, max_new_tokens=40, json_schema=schema, seed=6)]
+    out = engine.generate(prompts, sampling)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    for prompt, group in zip(prompts, out):
+        for completion in group:
+            expected = _teacher_forced(reference, prompt, completion.token_ids)
+            torch.testing.assert_close(torch.tensor(completion.logprobs), expected, atol=1e-5, rtol=1e-5)
+    for completion in out[1]:
+        assert completion.finish_reason == "stop" and json.loads(completion.text)["format"]
+    masked = sum(lp for c in out[1] for lp in c.logprobs)
+    assert masked < -5  # a random model gives the grammar's forced tokens low policy probability
+
+
+def test_finished_rows_leave_the_batch_without_changing_results(tiny_model):
+    """Rows whose budget ends stop costing compute; decoding each row alone gives the same tokens."""
+    engine = HFRolloutEngine(tiny_model, batch_size=8)
+    prompts = _prompts(engine.tokenizer)
+    sampling = [SamplingParams(n=2, max_new_tokens=2, seed=1), SamplingParams(n=2, max_new_tokens=9, seed=2)]
+    widths: list[int] = []
+    hook = engine.model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    batched = engine.generate(prompts, sampling)
+    hook.remove()
+    assert widths[0] == 2  # one prefill per distinct prompt
+    assert widths[1] == 4 and set(widths[2:]) == {2}  # the first prompt's rows left after 2 tokens
+    alone = HFRolloutEngine(tiny_model, batch_size=1).generate(prompts, sampling)
+    for left, right in zip(batched, alone):
+        for a, b in zip(left, right):
+            assert a.token_ids == b.token_ids
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=1e-5)
+    assert [len(c.token_ids) for g in batched for c in g if c.finish_reason == "length"] in ([2, 2, 9, 9], [2, 2])

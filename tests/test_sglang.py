@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from spice.config import SGLangConfig
-from spice.rollout.base import SamplingParams
+from spice.rollout.base import SamplingParams, per_prompt
 from spice.rollout.sglang import (
     SGLangRequestError,
     SGLangRolloutEngine,
@@ -53,14 +53,26 @@ def test_launch_command_adds_gpu_offsets_only_for_sglang(tmp_path):
     assert "--base-gpu-id" not in command and command[command.index("--api-key") + 1] == "k"
 
 
-def test_sampling_payloads_pass_n_and_json_schema_and_split_seeded_samples():
+def test_sampling_payloads_batch_n_unless_deterministic_inference_honours_seeds():
     schema = json.dumps({"type": "object"})
-    [(params, n)] = sampling_payloads(SamplingParams(n=4, temperature=0.7, json_schema=schema), 3)
+    [(params, n)] = sampling_payloads(SamplingParams(n=4, temperature=0.7, json_schema=schema, seed=5))
     assert n == 4 and params == {"n": 4, "temperature": 0.7, "top_p": 1.0, "max_new_tokens": 256,
-                                 "json_schema": schema}
-    seeded = sampling_payloads(SamplingParams(n=3, seed=100), 2)
-    assert [p["sampling_seed"] for p, _ in seeded] == [106, 107, 108]
+                                 "json_schema": schema}  # sampling_seed would be ignored: not sent
+    seeded = sampling_payloads(SamplingParams(n=3, seed=100), deterministic=True)
+    seeds = [p["sampling_seed"] for p, _ in seeded]
+    assert len(set(seeds)) == 3 and all(0 <= s < 2**63 for s in seeds)
     assert all(p["n"] == 1 and n == 1 for p, n in seeded)
+    assert seeds == [p["sampling_seed"] for p, _ in sampling_payloads(SamplingParams(n=3, seed=100), True)]
+    [(unseeded, n)] = sampling_payloads(SamplingParams(n=2), deterministic=True)
+    assert n == 2 and unseeded["n"] == 2 and "sampling_seed" not in unseeded
+
+
+def test_per_prompt_sampling_gives_each_prompt_its_own_seed():
+    shared = per_prompt(SamplingParams(n=2, seed=7), 3)
+    assert len({p.seed for p in shared}) == 3 and shared == per_prompt(SamplingParams(n=2, seed=7), 3)
+    assert per_prompt(SamplingParams(n=2), 2) == [SamplingParams(n=2)] * 2
+    with pytest.raises(ValueError, match="2 SamplingParams for 3 prompts"):
+        per_prompt([SamplingParams(), SamplingParams()], 3)
 
 
 def _output(ids, version="default", finish="stop", output_ids=None):

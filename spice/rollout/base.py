@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -31,6 +32,26 @@ class Completion:
     logprobs: list[float]  # log-probability of each sampled token under the serving weights
     finish_reason: str  # "stop" (EOS) or "length" (hit max_new_tokens)
     weight_version: int  # version of the weights that produced it
+    # True when `logprobs` are of the grammar-masked distribution (SGLang under json_schema), not the
+    # policy's: the trainer recomputes them before the update (loop.update_policy).
+    masked_logprobs: bool = False
+
+
+def per_prompt(sampling: SamplingParams | Sequence[SamplingParams], count: int) -> list[SamplingParams]:
+    """One SamplingParams per prompt. A single one is shared, with its seed (if any) made distinct per
+    prompt, so that every prompt of a seeded call gets its own reproducible random stream."""
+    if isinstance(sampling, SamplingParams):
+        if sampling.seed is None:
+            return [sampling] * count
+        return [replace(sampling, seed=sample_seed(sampling.seed, index)) for index in range(count)]
+    if len(sampling) != count:
+        raise ValueError(f"generate: {len(sampling)} SamplingParams for {count} prompts (one per prompt)")
+    return list(sampling)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for item `index` (a prompt, or one of its n samples) of a stream seeded `seed`."""
+    return random.Random(f"{seed}/{index}").randrange(2**63)
 
 
 @runtime_checkable
@@ -39,8 +60,10 @@ class RolloutEngine(Protocol):
 
     weight_version: int
 
-    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[Completion]]:
-        """Return `sampling.n` completions for every prompt, in prompt order."""
+    def generate(self, prompts: list[list[int]],
+                 sampling: SamplingParams | Sequence[SamplingParams]) -> list[list[Completion]]:
+        """Return `n` completions for every prompt, in prompt order; `sampling` is shared by all
+        prompts or given per prompt (schemas, seeds, ... may differ by row), all sent as one wave."""
         ...
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> dict:

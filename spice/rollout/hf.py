@@ -4,20 +4,22 @@ the SGLang engine is checked against."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spice.rollout.base import Completion, SamplingParams
+from spice.rollout.base import Completion, SamplingParams, per_prompt, sample_seed
+from spice.rollout.decode import Row, decode
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class HFRolloutEngine:
-    """Batched sampling with `model.generate`; prompts are token ids, completions carry per-token
-    logprobs of the sampled tokens and the weight version that produced them."""
+    """Batched sampling with a KV-cache decode loop (`spice.rollout.decode`); prompts are token ids,
+    completions carry the policy's logprob (temperature 1, unmasked) of each sampled token and the
+    weight version that produced them."""
 
     def __init__(self, model_dir: str | Path, *, dtype: str = "float32", batch_size: int = 16,
                  seed: int = 0, device: str | None = None,
@@ -31,6 +33,8 @@ class HFRolloutEngine:
         self.model.to(self.device).eval()
         self.batch_size = batch_size
         self.seed = seed
+        self._rng = torch.Generator().manual_seed(seed)  # seeds the rows of unseeded calls
+        self._vocabulary = None  # constrained decoding's token masks, set by the first schema
         self.weight_version = 0
         self.progress = progress  # called with the number of sequences finished, for progress bars
         self.eos_ids = self._eos_ids()
@@ -42,72 +46,47 @@ class HFRolloutEngine:
             ids.append(self.tokenizer.eos_token_id)
         return ids
 
-    @torch.no_grad()
-    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[Completion]]:
-        """`sampling.n` completions per prompt; with `sampling.seed` the result is reproducible."""
-        jobs = [(index, prompt) for index, prompt in enumerate(prompts) for _ in range(sampling.n)]
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
+    def generate(self, prompts: list[list[int]],
+                 sampling: SamplingParams | Sequence[SamplingParams]) -> list[list[Completion]]:
+        """`n` completions per prompt, with shared or per-prompt sampling (schemas, seeds, ... per row),
+        in one pass over all rows. Every row draws from its own generator, seeded from the prompt's seed
+        and the sample's index (else from the engine's seed), so a seeded call is reproducible."""
+        params = per_prompt(sampling, len(prompts))
+        rows: list[Row] = []
+        for index, (prompt, p) in enumerate(zip(prompts, params)):
+            grammar = self._grammar(p.json_schema)
+            for sample in range(p.n):
+                seed = int(torch.randint(2**63 - 1, (1,), generator=self._rng)) if p.seed is None \
+                    else sample_seed(p.seed, sample)
+                generator = torch.Generator(self.device).manual_seed(seed)
+                rows.append(Row(index, list(prompt), p, generator, grammar))
+        # Rows of similar prompt length together waste less padding; the order is deterministic.
+        ordered = sorted(rows, key=lambda row: (len(row.prompt), row.prompt_index))
+        vocabulary = self._vocabulary if any(row.grammar is not None for row in rows) else None
+        for start in range(0, len(ordered), self.batch_size):
+            decode(self.model, ordered[start:start + self.batch_size], self.eos_ids,
+                   self.tokenizer.pad_token_id, vocabulary, self.progress)
         results: list[list[Completion]] = [[] for _ in prompts]
-        # Similar lengths together waste less padding; the order is deterministic.
-        order = sorted(range(len(jobs)), key=lambda j: (len(jobs[j][1]), j))
-        for start in range(0, len(order), self.batch_size):
-            chunk = [jobs[j] for j in order[start:start + self.batch_size]]
-            for (index, _), completion in zip(chunk, self._generate_chunk([p for _, p in chunk], sampling)):
-                completion.prompt_index = index
-                results[index].append(completion)
-            if self.progress is not None:
-                self.progress(len(chunk))
-        return results
-
-    def _generate_chunk(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Completion]:
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        greedy = sampling.temperature <= 0
-        options = dict(
-            max_new_tokens=sampling.max_new_tokens, do_sample=not greedy, pad_token_id=pad,
-            eos_token_id=self.eos_ids, return_dict_in_generate=True, output_logits=True,
-        )
-        if not greedy:
-            options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-        if sampling.json_schema is not None:
-            from spice.rollout.constrained import json_schema_logits_processor
-
-            processor = json_schema_logits_processor(self.tokenizer, sampling.json_schema,
-                                                     self.model.config.vocab_size, stop_token_ids=self.eos_ids)
-            options["logits_processor"] = LogitsProcessorList([processor])
-        output = self.model.generate(input_ids=input_ids, attention_mask=attention, **options)
-        new_tokens = output.sequences[:, width:]
-        # Logprobs of the unscaled policy (temperature 1), the distribution the trainer scores, so
-        # that truncated importance sampling sees only the engine/trainer mismatch. One step at a time:
-        # stacking [B, steps, V] logits would triple the memory of a long generation.
-        steps = list(output.logits)
-        output.logits = None
-        logprobs = torch.zeros(new_tokens.shape, dtype=torch.float32)
-        for step in range(len(steps)):
-            step_logits, steps[step] = steps[step].float(), None
-            logprobs[:, step] = torch.log_softmax(step_logits, dim=-1).gather(
-                -1, new_tokens[:, step:step + 1]).squeeze(-1).cpu()
-        completions = []
-        for row in range(len(prompts)):
-            ids = new_tokens[row].tolist()
-            length, finish = len(ids), "length"
-            for position, token in enumerate(ids):
-                if token in self.eos_ids:
-                    length, finish = position + 1, "stop"  # the EOS token is kept: it is trained
-                    break
-            ids = ids[:length]
-            completions.append(Completion(
-                prompt_index=row,
-                text=self.tokenizer.decode(ids, skip_special_tokens=True),
-                token_ids=ids,
-                logprobs=logprobs[row, :length].tolist(),
-                finish_reason=finish,
+        for row in rows:
+            results[row.prompt_index].append(Completion(
+                prompt_index=row.prompt_index,
+                text=self.tokenizer.decode(row.tokens, skip_special_tokens=True),
+                token_ids=row.tokens,
+                logprobs=row.logprobs,
+                finish_reason=row.finish_reason,
                 weight_version=self.weight_version,
             ))
-        return completions
+        return results
+
+    def _grammar(self, schema: str | None):
+        """The compiled grammar of a JSON schema (cached per schema), None when unconstrained."""
+        if schema is None:
+            return None
+        from spice.rollout.constrained import compiled_json_schema
+
+        grammar, self._vocabulary = compiled_json_schema(self.tokenizer, schema, self.model.config.vocab_size,
+                                                         stop_token_ids=self.eos_ids)
+        return grammar
 
     @torch.no_grad()
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> dict:

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import aiohttp
 import torch
 
 from spice.config import SGLangConfig, SpiceConfig
-from spice.rollout.base import Completion, SamplingParams
+from spice.rollout.base import Completion, SamplingParams, per_prompt, sample_seed
 from spice.rollout.sglang_servers import Server, ServerPool, free_port
 from spice.rollout.weight_sync import DiskWeightSync, DistributedWeightSync, TensorWeightSync, WeightSync
 from spice.rollout.weight_sync.base import WeightSyncError, headers, post_all
@@ -68,19 +68,18 @@ class _Request:
                 f"n={self.n}, max_new_tokens={self.sampling_params.get('max_new_tokens')})")
 
 
-def sampling_payloads(sampling: SamplingParams, prompt_index: int) -> list[tuple[dict[str, Any], int]]:
-    """SGLang `sampling_params` for one prompt, with how many samples each request returns. With a
-    seed, the `n` samples become `n` single requests with distinct `sampling_seed`s (one seed shared by
-    `n` parallel samples would repeat one sample); SGLang honours seeds under
-    `--enable-deterministic-inference`."""
+def sampling_payloads(sampling: SamplingParams, deterministic: bool = False) -> list[tuple[dict[str, Any], int]]:
+    """SGLang `sampling_params` for one prompt, with how many samples each request returns: one request
+    with `n`. SGLang honours `sampling_seed` only under `--enable-deterministic-inference`
+    (`deterministic`), and there the `n` samples of one seed would be one sample repeated: a seeded
+    prompt then becomes `n` single requests with distinct seeds."""
     base: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p,
                             "max_new_tokens": sampling.max_new_tokens}
     if sampling.json_schema is not None:
         base["json_schema"] = sampling.json_schema
-    if sampling.seed is None:
+    if sampling.seed is None or not deterministic:
         return [({**base, "n": sampling.n}, sampling.n)]
-    return [({**base, "n": 1, "sampling_seed": sampling.seed + prompt_index * sampling.n + j}, 1)
-            for j in range(sampling.n)]
+    return [({**base, "n": 1, "sampling_seed": sample_seed(sampling.seed, j)}, 1) for j in range(sampling.n)]
 
 
 def parse_generate_response(body: Any, request: _Request, weight_version: int,
@@ -121,7 +120,8 @@ def parse_generate_response(body: Any, request: _Request, weight_version: int,
         if not isinstance(text, str):
             raise _Transient("output has no text")
         completions.append(Completion(prompt_index=request.prompt_index, text=text, token_ids=token_ids,
-                                      logprobs=logprobs, finish_reason=kind, weight_version=weight_version))
+                                      logprobs=logprobs, finish_reason=kind, weight_version=weight_version,
+                                      masked_logprobs="json_schema" in request.sampling_params))
     return completions
 
 
@@ -154,6 +154,7 @@ class SGLangRolloutEngine:
         self._loop = asyncio.new_event_loop()
         self._session: aiohttp.ClientSession | None = None
         self._inflight: dict[str, int] = defaultdict(int)
+        self.waves = 0  # generate calls: each sends all its requests at once and waits for the last
         self.pool = ServerPool(config, str(self.model_path), log_dir=self.work_dir / "logs",
                                on_restart=self._resync, startup_timeout=startup_timeout)
         self.pool.start()
@@ -197,11 +198,14 @@ class SGLangRolloutEngine:
         raise ValueError(f"rollout.sglang.weight_sync: unknown transport {c.weight_sync!r}")
 
     # ----- generation --------------------------------------------------------------------------
-    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[Completion]]:
-        """`sampling.n` completions per prompt, in prompt order, each tagged with its weight version."""
+    def generate(self, prompts: list[list[int]],
+                 sampling: SamplingParams | Sequence[SamplingParams]) -> list[list[Completion]]:
+        """`n` completions per prompt, in prompt order, each tagged with its weight version; `sampling`
+        shared or one per prompt. Every request of the call is in flight together (one wave)."""
         return self.generate_many([(prompts, sampling)])[0]
 
-    def generate_many(self, batches: list[tuple[list[list[int]], SamplingParams]]) -> list[list[list[Completion]]]:
+    def generate_many(self, batches: list[tuple[list[list[int]], SamplingParams | Sequence[SamplingParams]]]
+                      ) -> list[list[list[Completion]]]:
         """Several (prompts, sampling) batches, e.g. both roles, in one pool of concurrent requests."""
         if self._loop.is_closed():
             raise RuntimeError("SGLangRolloutEngine.generate after close()")
@@ -213,10 +217,12 @@ class SGLangRolloutEngine:
                 connector=aiohttp.TCPConnector(limit=self.config.max_concurrency),
                 headers=headers(self.config.api_key))
         limit = asyncio.Semaphore(self.config.max_concurrency)
+        deterministic = self.config.deterministic_inference
         requests = [_Request(b, i, list(prompt), params, n)
                     for b, (prompts, sampling) in enumerate(batches)
-                    for i, prompt in enumerate(prompts)
-                    for params, n in sampling_payloads(sampling, i)]
+                    for i, (prompt, one) in enumerate(zip(prompts, per_prompt(sampling, len(prompts))))
+                    for params, n in sampling_payloads(one, deterministic)]
+        self.waves += 1
         tasks = [asyncio.ensure_future(self._run(request, limit)) for request in requests]
         try:
             answers = await asyncio.gather(*tasks)

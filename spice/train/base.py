@@ -23,6 +23,9 @@ class Batch:
     advantages: torch.Tensor  # [S, T] float32, per-token advantage (0 off the mask)
     rollout_logprobs: torch.Tensor  # [S, T] float32, logprobs from the rollout engine (0 off the mask)
     roles: list[str] = field(default_factory=list)  # "challenger" | "reasoner", one per sequence
+    # per sequence: rollout_logprobs are of a grammar-masked distribution (SGLang under json_schema);
+    # `loop.update_policy` replaces them by the trainer's before the step. Empty: none is.
+    masked_logprobs: list[bool] = field(default_factory=list)
 
     @property
     def num_sequences(self) -> int:
@@ -31,6 +34,8 @@ class Batch:
     def select(self, rows: slice | list[int]) -> Batch:
         """A sub-batch of the given sequences (for micro-batching and data parallelism)."""
         roles = self.roles[rows] if isinstance(rows, slice) else [self.roles[i] for i in rows]
+        masked = self.masked_logprobs[rows] if isinstance(rows, slice) else \
+            [self.masked_logprobs[i] for i in rows if i < len(self.masked_logprobs)]
         return Batch(
             input_ids=self.input_ids[rows],
             attention_mask=self.attention_mask[rows],
@@ -38,6 +43,7 @@ class Batch:
             advantages=self.advantages[rows],
             rollout_logprobs=self.rollout_logprobs[rows],
             roles=roles,
+            masked_logprobs=masked,
         )
 
 

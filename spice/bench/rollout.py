@@ -1,0 +1,146 @@
+"""`spice bench rollout`: the in-process engine's rollouts.
+
+- `memory`: peak resident memory of one long generation (default 16 rows x 2048 new tokens) on a
+  randomly initialised model of the embedded model's shape, in a fresh process.
+- `demo`: the demo's rollout stages (`loop.run_rollouts`, no update: the same weights, documents and
+  seeds every time) for a few iterations; useful tokens per wall second and per CPU second of the
+  engine's generate calls, generate calls per iteration, seconds per iteration.
+
+Also runnable as `python -m spice.bench.rollout`, which lets an older checkout be measured the same way."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `spice bench rollout`."""
+    parser.add_argument("what", choices=["memory", "demo"])
+    parser.add_argument("--rows", type=int, default=16, help="memory: sequences generated together")
+    parser.add_argument("--new-tokens", type=int, default=2048, help="memory: tokens generated per row")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="memory: decoder layers of the random model (default: the embedded model's)")
+    parser.add_argument("--config", default="examples/cpu_demo.yaml", help="demo: the run config")
+    parser.add_argument("--iterations", type=int, default=2, help="demo: rollout iterations measured")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def measure_memory(args: argparse.Namespace) -> dict:
+    """Peak RSS above the loaded model while generating `rows` x `new_tokens` tokens."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from spice.embedded import embedded_model_dir
+    from spice.rollout.base import SamplingParams
+    from spice.rollout.hf import HFRolloutEngine
+
+    source = embedded_model_dir()
+    config = AutoConfig.from_pretrained(source)
+    if args.layers is not None:
+        config.num_hidden_layers = args.layers
+    config.max_position_embeddings = max(config.max_position_embeddings, 64 + args.new_tokens)
+    with tempfile.TemporaryDirectory(prefix="spice-bench-rollout-") as scratch:
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(config).save_pretrained(scratch)
+        AutoTokenizer.from_pretrained(source).save_pretrained(scratch)
+        engine = HFRolloutEngine(scratch, batch_size=args.rows)
+    prompt = engine.tokenizer.encode("Write a long story about a lighthouse keeper.")
+    sampling = SamplingParams(n=args.rows, temperature=1.0, max_new_tokens=args.new_tokens, seed=0)
+    before = _rss_bytes()
+    started = time.perf_counter()
+    (group,) = engine.generate([prompt], sampling)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"rows": args.rows, "new_tokens": args.new_tokens, "layers": config.num_hidden_layers,
+            "vocab": config.vocab_size, "tokens": sum(len(c.token_ids) for c in group),
+            "seconds": round(seconds, 1), "rss_before_gb": round(before / 1e9, 3),
+            "peak_rss_delta_gb": round((peak - before) / 1e9, 3),
+            "stacked_fp32_logits_gb": round(args.rows * args.new_tokens * config.vocab_size * 4 / 1e9, 3)}
+
+
+class _TimedEngine:
+    """Passes calls through to an engine, timing (wall and CPU) and counting its generate calls."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.calls = 0
+        self.tokens = 0
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)
+
+    def generate(self, prompts, sampling):
+        wall, cpu = time.perf_counter(), time.process_time()
+        groups = self.engine.generate(prompts, sampling)
+        self.wall += time.perf_counter() - wall
+        self.cpu += time.process_time() - cpu
+        self.calls += 1
+        self.tokens += sum(len(c.token_ids) for group in groups for c in group)
+        return groups
+
+
+def measure_demo(args: argparse.Namespace) -> dict:
+    """The demo's rollouts for `iterations` iterations at fixed weights."""
+    from spice import loop
+    from spice.config import load_config
+    from spice.corpus import load_corpus
+    from spice.embedded import resolve_corpus_path, resolve_model_path
+    from spice.rollout.hf import HFRolloutEngine
+
+    config = load_config(args.config)
+    engine = HFRolloutEngine(resolve_model_path(config.model.path), dtype=config.model.dtype,
+                             batch_size=config.rollout.batch_size, seed=config.run.seed)
+    corpus = load_corpus(resolve_corpus_path(config.corpus.path), text_field=config.corpus.text_field,
+                         limit=config.corpus.limit).segmented(engine.tokenizer, config.corpus.max_segment_tokens)
+    rows = []
+    for index in range(args.iterations):
+        timed = _TimedEngine(engine)
+        started = time.perf_counter()
+        iteration, _ = loop.run_rollouts(timed, engine.tokenizer, corpus, config, index)
+        valid = sum(1 for s in iteration.attempts if type(s.result).__name__ == "Task")
+        rows.append({"iteration": index, "generate_calls": timed.calls, "tokens": timed.tokens,
+                     "generate_seconds": round(timed.wall, 1), "generate_cpu_seconds": round(timed.cpu, 1),
+                     "tokens_per_second": round(timed.tokens / timed.wall, 1),
+                     "tokens_per_cpu_second": round(timed.tokens / timed.cpu, 1),
+                     "valid_attempts": valid, "attempts": len(iteration.attempts),
+                     "rollout_seconds": round(time.perf_counter() - started, 1)})
+    tokens = sum(r["tokens"] for r in rows)
+    return {"config": args.config, "iterations": rows,
+            "tokens_per_second": round(tokens / sum(r["generate_seconds"] for r in rows), 1),
+            "tokens_per_cpu_second": round(tokens / sum(r["generate_cpu_seconds"] for r in rows), 1)}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = measure_memory(args) if args.what == "memory" else measure_demo(args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        rows = result.pop("iterations", [])
+        for key, value in result.items():
+            print(f"{key:>24}: {value}")
+        for row in rows:
+            print("  " + ", ".join(f"{k} {v}" for k, v in row.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    main_parser = argparse.ArgumentParser(prog="python -m spice.bench.rollout", description=__doc__)
+    add_arguments(main_parser)
+    sys.exit(run(main_parser.parse_args()))
