@@ -46,6 +46,7 @@ class ChallengerConfig:
     attempt_selection: str = "paper"  # paper (group keeps the valid:invalid ratio) | all_invalid (one round)
     select_format: bool = True  # ask the model for MCQ vs free form first (paper); else pick at random
     prompt_style: str = "paper"  # paper | compact (short prompts for small models on a CPU)
+    grounding: str = "fuzzy"  # exact | fuzzy | off: how the task's quote must match the document (spice.tasks)
     constrained_decoding: bool | None = None  # decode task JSON under its schema; None: on for the embedded model
     max_new_tokens: int = 512  # tokens per challenger task
     temperature: float = 1.0  # paper: 1.0 for both roles
@@ -115,6 +116,8 @@ class MegatronConfig:
 class TrainConfig:
     backend: str = "torch"  # torch (HF model, DDP under torchrun) | megatron (TP/PP, FP8)
     megatron: MegatronConfig = field(default_factory=MegatronConfig)
+    distributed_timeout_minutes: float = 30.0  # compute process groups (NCCL/gloo) and megatron's groups
+    control_timeout_hours: float = 12.0  # gloo group of the loop's broadcasts: ranks > 0 wait there during rollouts
 
 
 @dataclass
@@ -222,12 +225,17 @@ class SpiceConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "challenger.prompt_style": ("paper", "compact"),
+    "challenger.grounding": ("exact", "fuzzy", "off"),
     "challenger.attempt_selection": ("paper", "all_invalid"),
     "challenger.check_sandbox": ("seccomp", "bwrap", "rlimits"),
     "loss.aggregation": ("token_sum", "token_mean", "seq_mean"),
     "loss.implementation": ("auto", "reference", "fused"),
     "train.backend": ("torch", "megatron"),
     "train.megatron.transformer_impl": ("auto", "transformer_engine", "local"),
+    "train.megatron.fp8": ("e4m3", "hybrid"),  # megatron-core 0.13-0.16 TransformerConfig.fp8
+    "train.megatron.fp8_recipe": ("delayed", "tensorwise", "mxfp8", "blockwise"),  # megatron.core.enums.Fp8Recipe
+    "train.megatron.recompute_granularity": ("full", "selective"),
+    "train.megatron.recompute_method": ("uniform", "block"),
     "rollout.engine": ("hf", "sglang"),
     "rollout.sglang.weight_sync": ("disk", "tensor", "distributed"),
 }
@@ -450,6 +458,11 @@ def _check_guard(guard: GuardConfig) -> None:
     for name, value in guard.promote_min_delta.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"guard.promote_min_delta.{name}: expected a number, got {value!r}")
+    import importlib.util
+
+    for key, module, asked in (("guard.wandb", "wandb", guard.wandb), ("guard.mlflow", "mlflow", guard.mlflow)):
+        if asked and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{key}: {asked!r} asks for {module}, which is not installed (pip install {module})")
 
 
 def _check_tools(challenger: ChallengerConfig) -> None:
@@ -470,9 +483,27 @@ def _check_tools(challenger: ChallengerConfig) -> None:
             raise ConfigError(f"challenger.check_sandbox: {error}") from error
 
 
+def _check_cluster(config: SpiceConfig) -> None:
+    """Process-group timeouts in range, and megatron options spice cannot honour refused by name."""
+    _check_range("train.distributed_timeout_minutes", config.train.distributed_timeout_minutes, 0.0, low_open=True)
+    _check_range("train.control_timeout_hours", config.train.control_timeout_hours, 0.0, low_open=True)
+    extra = config.train.megatron.extra
+    if extra.get("fp8_param"):
+        raise ConfigError("train.megatron.extra.fp8_param: FP8 parameters (TE Float8 tensors) are not supported: "
+                          "the HF weight load and export copy plain tensors; leave it false")
+    if extra.get("fp8_param_gather"):
+        raise ConfigError("train.megatron.extra.fp8_param_gather: needs fp8_param, which is not supported")
+    for key in ("fp8", "fp8_recipe", "sequence_parallel", "tensor_model_parallel_size",
+                "pipeline_model_parallel_size", "distributed_timeout_minutes"):
+        if key in extra:
+            raise ConfigError(f"train.megatron.extra.{key}: set it as train.megatron.{key} "
+                              "(spice reads it there for padding and process groups)")
+
+
 def validate(config: SpiceConfig) -> None:
     """Cross-field checks that a type alone cannot express."""
     _check_ranges(config)
+    _check_cluster(config)
     _check_guard(config.guard)
     _check_tools(config.challenger)
     positive = {

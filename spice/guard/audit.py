@@ -87,6 +87,17 @@ def _check_manifests(run_dir: Path) -> str | None:
     return None
 
 
+def _check_config(run_dir: Path) -> str | None:
+    """config.yaml must be the one the last start or resume recorded (a resume may change it)."""
+    from spice.guard.provenance import config_sha256
+
+    starts = [e for e in read_rows(run_dir / "events.jsonl") if e.get("event") in ("start", "resume")]
+    if starts and starts[-1].get("config_sha256") != config_sha256(run_dir):
+        return f"config.yaml: does not match the hash recorded when the run last started (events.jsonl row " \
+               f"{starts[-1][CHAIN_KEY]['n'] + 1})"
+    return None
+
+
 def audit(run_dir: Path, key: bytes | None = None) -> AuditResult:
     """Verify everything in `run_dir`; the result names the first problem."""
     result = AuditResult(signed=key is not None)
@@ -104,7 +115,7 @@ def audit(run_dir: Path, key: bytes | None = None) -> AuditResult:
             return result
         tails[name] = (rows, last)
         result.rows[name] = rows
-    result.problem = _check_head(run_dir, tails, key) or _check_manifests(run_dir)
+    result.problem = _check_head(run_dir, tails, key) or _check_manifests(run_dir) or _check_config(run_dir)
     if result.problem:
         return result
     root = run_dir / "checkpoints"

@@ -34,24 +34,23 @@ def approval_of(run_dir: Path, name: str, digest: str) -> dict | None:
 
 
 def scores(config: SpiceConfig, model: Path, output: Path) -> dict:
-    """Benchmark scores of `model` under the run's eval settings, cached in `output`."""
-    if output.is_file():
-        return json.loads(output.read_text())
+    """Benchmark scores of `model` under the run's eval settings, evaluated now (a score file left in
+    the folder is never trusted); the full result goes to `output`."""
+    from transformers.utils import logging
+
     from spice.eval.runner import evaluate
     from spice.rollout.hf import HFRolloutEngine
 
+    logging.disable_progress_bar()  # the refusal or success stays the one line on the terminal
     engine = HFRolloutEngine(model, dtype=config.model.dtype, seed=config.run.seed)
     try:
         result = evaluate(engine, engine.tokenizer, config.eval.benchmarks, limit=config.eval.limit,
                           samples=config.eval.samples, temperature=config.eval.temperature,
                           max_new_tokens=config.eval.max_new_tokens, prompt_style=config.challenger.prompt_style,
-                          seed=config.run.seed, log=None)
+                          seed=config.run.seed, log=None, output=output)
     finally:
         engine.close()
-    found = {**{name: s for name, s in result["scores"].items() if s is not None}, "mean": result["mean"]}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(found, indent=1))
-    return found
+    return {**{name: s for name, s in result["scores"].items() if s is not None}, "mean": result["mean"]}
 
 
 def check_thresholds(found: dict, base: dict, thresholds: dict[str, float]) -> list[str]:
