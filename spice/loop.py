@@ -115,7 +115,7 @@ def generate_tasks(engine: RolloutEngine, tokenizer, documents: list[Document], 
                                   seed=stage_seed(config.run.seed, iteration, f"challenger/{kind}"))
         for document, prompt, completions in zip(chosen, prompts, engine.generate(prompts, sampling)):
             for completion in completions:
-                result = task_lib.parse_task(completion.text, document, kind)
+                result = task_lib.parse_task(completion.text, document, kind, grounding=cfg.grounding)
                 samples.append(ChallengerSample(document, kind, prompt, completion, result))
     order = {d.id: i for i, d in enumerate(documents)}
     samples.sort(key=lambda s: order[s.document.id])  # stable: keeps attempt order per document

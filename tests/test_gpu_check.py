@@ -21,7 +21,7 @@ def test_dry_run_lists_every_step_with_its_limit(capsys, tmp_path):
     (tmp_path / "megatron_core-0.16.1-cp312-none-any.whl").write_bytes(b"")
     assert gpu.main([str(tmp_path / "out"), "--wheels", str(tmp_path), "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    for name in ("wheels", "install", "gpu-tests", "bench-loss", "bench-scoring", "bench-train"):
+    for name in ("wheels", "install", "preflight", "gpu-tests", "bench-loss", "bench-scoring", "bench-train"):
         assert f"{name} (" in printed
     assert "--no-build-isolation -e" in printed and "megatron_core-0.16.1" in printed
     assert "tests/test_fused_grpo.py" in printed and "tests/test_scoring.py" in printed
@@ -35,11 +35,11 @@ def test_script_stops_at_the_first_gpu_step_with_a_clear_message(tmp_path):
     proc = subprocess.run(["bash", str(REPO / "examples" / "gpu_check.sh"), str(out), "--skip-install"],
                           env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert "step 'gpu-tests' needs a CUDA device: no CUDA device visible to torch" in proc.stderr
+    assert "step 'preflight' needs a CUDA device: no CUDA device visible to torch" in proc.stderr
     report = json.loads((out / "gpu_check.json").read_text())
     statuses = {s["name"]: s["status"] for s in report["steps"]}
-    assert statuses["gpu-tests"].startswith("stopped: no CUDA device")
-    assert all(statuses[s].startswith("skipped") for s in ("bench-loss", "bench-scoring", "bench-train"))
+    assert statuses["preflight"].startswith("stopped: no CUDA device")
+    assert all(statuses[s].startswith("skipped") for s in ("gpu-tests", "bench-loss", "bench-scoring", "bench-train"))
     assert "Stopped: no CUDA device" in (out / "gpu_check.md").read_text()
 
 

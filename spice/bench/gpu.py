@@ -5,7 +5,9 @@ with `pip install --no-deps --no-build-isolation -e .` (no network), then runs e
 `spice bench loss` at N in {4096, 16384} against the reference and the baselines, `spice bench scoring`
 and `spice bench train` (megatron-core, local spec, distributed optimizer, TP=1, the ~1B Llama preset),
 each step in its own process with its own timeout inside one overall budget (8 minutes by default).
-Writes gpu_check.json, gpu_check.md, steps.log and each step's own JSON to OUT_DIR. Without a CUDA
+A preflight step first records the versions, the device and its measured ceilings, and refuses a
+spice._C built without CUDA. Writes gpu_check.json, gpu_check.md, steps.log and each step's own JSON
+(at most 8 files) to OUT_DIR. Without a CUDA
 device it stops at the first GPU step with a one-line reason (exit 2); `--dry-run` prints the plan.
 Uses only the standard library and torch, so it runs before the project is installed.
 """
@@ -18,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,6 +71,8 @@ def plan(args: argparse.Namespace) -> list[Step]:
         steps.append(Step("install", [py, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
                                       "--no-build-isolation", "-e", str(REPO)], 300, False))
     steps += [
+        Step("preflight", [py, "-c", f"from spice.bench.gpu import preflight; preflight({str(out / 'preflight.json')!r})"],
+             60, True),
         Step("gpu-tests", [py, "-m", "pytest", "-m", "gpu", "-q", "-rfEs", "-p", "no:cacheprovider",
                            "--continue-on-collection-errors", "--timeout=150", f"--junitxml={out / 'gpu_tests.xml'}",
                            *gpu_test_files()], 200, True),
@@ -81,9 +86,36 @@ def plan(args: argparse.Namespace) -> list[Step]:
     return steps
 
 
+def preflight(path: str) -> None:
+    """Versions, the device, spice._C's CUDA build, and the two ceilings (bf16 matmul, copy bandwidth)."""
+    import torch
+    import triton
+    from triton.testing import do_bench
+
+    from spice import _C
+
+    props = torch.cuda.get_device_properties(0)
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    matmul_ms = do_bench(lambda: a @ a, warmup=50, rep=300, return_mode="median")
+    src = torch.randn(2**29, device="cuda", dtype=torch.float32)  # 2 GiB
+    dst = torch.empty_like(src)
+    copy_ms = do_bench(lambda: dst.copy_(src), warmup=50, rep=300, return_mode="median")
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda, "triton": triton.__version__,
+            "device": props.name, "sms": props.multi_processor_count,
+            "l2_bytes": getattr(props, "L2_cache_size", None), "memory_bytes": props.total_memory,
+            "spice_C_with_cuda": bool(_C.built_with_cuda()),
+            "bf16_matmul_tflops": 2 * 8192**3 / matmul_ms / 1e9, "copy_tb_per_s": 2 * src.nbytes / copy_ms / 1e9}
+    Path(path).write_text(json.dumps(info, indent=1))
+    print(json.dumps(info))
+    if not info["spice_C_with_cuda"]:
+        raise SystemExit("preflight: spice._C was built without its CUDA sources (CMake found no nvcc)")
+
+
 def _run(step: Step, limit: int, log: Path) -> None:
     """Run one step in its own process group (killed whole at the limit), appending its output to log."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if shutil.which("nvcc") is None and Path("/usr/local/cuda/bin/nvcc").exists():
+        env["CUDACXX"] = "/usr/local/cuda/bin/nvcc"  # CMake's CUDA check looks on PATH and here
     started = time.monotonic()
     with log.open("a", encoding="utf-8") as sink:
         sink.write(f"\n===== {step.name} (limit {limit} s): {' '.join(step.command)}\n")
@@ -171,6 +203,11 @@ def _markdown(report: dict) -> str:
     lines = [f"# GPU check, {report['date']}", "", f"- machine: {report['machine']}",
              f"- command: `{report['command']}`", "", "| step | status | seconds |", "|---|---|---|"]
     lines += [f"| {s['name']} | {s['status']} | {s['seconds']:.0f} |" for s in report["steps"]]
+    pre = report["results"].get("preflight")
+    if pre:
+        lines += ["", f"Device: {pre['device']}, {pre['sms']} SMs, L2 {pre['l2_bytes']} B; torch {pre['torch']} "
+                  f"(CUDA {pre['cuda']}), triton {pre['triton']}; measured ceilings: bf16 matmul "
+                  f"{pre['bf16_matmul_tflops']:.0f} TFLOP/s, copy {pre['copy_tb_per_s']:.2f} TB/s"]
     tests = report["results"].get("tests")
     if tests:
         lines += ["", f"GPU tests: {tests['passed']} passed, {len(tests['failed'])} failed, "
@@ -232,10 +269,10 @@ def run(args: argparse.Namespace) -> int:
             continue
         _run(step, min(step.timeout, remaining), log)
         print(f"{step.name}: {step.status} ({step.seconds:.0f} s)", flush=True)
-        if step.name in ("wheels", "install") and step.status != "ok":
+        if step.name in ("wheels", "install", "preflight") and step.status != "ok":
             stopped = f"step '{step.name}' {step.status}; see steps.log"
     out = args.out
-    results = {"tests": _test_counts(out / "gpu_tests.xml"), "loss": _read_json(out / "bench_loss.json"),
+    results = {"preflight": _read_json(out / "preflight.json"), "tests": _test_counts(out / "gpu_tests.xml"), "loss": _read_json(out / "bench_loss.json"),
                "scoring": _read_json(out / "bench_scoring.json"), "train": _read_json(out / "bench_train.json")}
     report = {"date": datetime.date.today().isoformat(), "machine": _machine(),
               "command": " ".join([Path(sys.executable).name, "-m", "spice.bench.gpu", *sys.argv[1:]]),
