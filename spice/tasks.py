@@ -18,7 +18,10 @@ ANSWER_KINDS = ("mcq", "integer", "float", "expression", "string")
 FREE_FORM_KINDS = ANSWER_KINDS[1:]
 PROMPT_STYLES = ("paper", "compact")
 LETTERS = ("A", "B", "C", "D")
-MIN_QUOTE_CHARS = 8  # a shorter quote ("1947", "yes") grounds nothing
+MIN_QUOTE_CHARS = 8  # a shorter quote ("1947", "yes"), or fragment of one, grounds nothing
+GROUNDING_MODES = ("exact", "fuzzy", "off")  # challenger.grounding: how a quote must match its document
+FUZZY_THRESHOLD = 85.0  # rapidfuzz partial_ratio (0-100) of each quote part against the document
+MAX_FUZZY_CHARS = 2000  # a longer quote part must occur verbatim (alignment cost grows with its length)
 MAX_STRING_WORDS = 3  # the paper's short-string answers
 
 INVALID_REASONS: tuple[str, ...] = (
@@ -39,6 +42,7 @@ INVALID_REASONS: tuple[str, ...] = (
     "empty_quote",
     "quote_too_short",
     "quote_not_in_document",  # the grounding check
+    "answer_in_question",  # the question states its own gold answer (a multi-word string, a multi-digit number)
 )
 
 
@@ -299,30 +303,73 @@ def _gold_letter(answer: str, options: tuple[str, ...]) -> str | Invalid:
     return Invalid("mcq_gold_letter", answer[:80])
 
 
-def _grounded(quote: str, document: Document) -> Invalid | None:
-    """The grounding check: the quote (its parts, where it elides with "...") occurs in the document."""
+def _grounded(quote: str, document: Document, mode: str = "fuzzy") -> Invalid | None:
+    """The grounding check: every part of the quote (split where it elides with "...") has at least
+    MIN_QUOTE_CHARS characters and occurs in the document, in order: verbatim up to case, width,
+    typographic quotes and spacing ("exact"), or aligned by rapidfuzz's partial_ratio at
+    FUZZY_THRESHOLD or more ("fuzzy": "On October 7-8 at" for "On 7-8 October at"); "off" checks
+    nothing."""
+    if mode == "off":
+        return None
     text = _normal(quote).strip("\"'")
     if not text:
         return Invalid("empty_quote")
-    if len(text) < MIN_QUOTE_CHARS and len(text) < len(_normal(document.text)):
-        return Invalid("quote_too_short", text)
     haystack, position = _normal(document.text), 0
-    for part in re.split(r"\.\.\.|\u2026", text):
-        part = part.strip()
-        if not part:
-            continue
-        found = haystack.find(part, position)
-        if found < 0:
+    parts = [p.strip() for p in re.split(r"\.\.\.|\u2026", text) if p.strip()]
+    if not parts:
+        return Invalid("empty_quote")
+    for part in parts:
+        if len(part) < MIN_QUOTE_CHARS and part != haystack:
+            return Invalid("quote_too_short", part[:40])
+    for part in parts:
+        found, end = haystack.find(part, position), -1
+        if found >= 0:
+            end = found + len(part)
+        elif mode == "fuzzy" and len(part) <= MAX_FUZZY_CHARS:
+            from rapidfuzz import fuzz
+
+            aligned = fuzz.partial_ratio_alignment(part, haystack[position:], score_cutoff=FUZZY_THRESHOLD)
+            end = -1 if aligned is None else position + aligned.dest_end
+        if end < 0:
             return Invalid("quote_not_in_document", quote[:120])
-        position = found + len(part)
+        position = end
     return None
 
 
-def parse_task(completion_text: str, document: Document, kind: str | None = None) -> Task | Invalid:
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w.,])[+-]?\d[\d,]*(?:\.\d+)?(?![\w]|[.,]\d)")
+
+
+def _answer_in_question(answer: str, kind: str, question: str) -> bool:
+    """Whether the question states its gold answer where that is certain: a string answer of several
+    words as words of the question, or a number of two digits or more as a number of the question."""
+    if kind == "string":
+        words = _normal(answer).split()
+        return len(words) >= 2 and re.search(r"(?<!\w)" + re.escape(" ".join(words)) + r"(?!\w)",
+                                              _normal(question)) is not None
+    value = answer.replace(",", "").lstrip("+")
+    numeric = kind in ("integer", "float") or (kind == "expression" and _FLOAT.fullmatch(answer) is not None)
+    if not numeric or sum(c.isdigit() for c in value) < 2:
+        return False
+    return any(m.group().replace(",", "").lstrip("+") == value for m in _NUMBER_IN_TEXT.finditer(question))
+
+
+def _canonical_integer(answer: str) -> str:
+    """"1,234" -> "1234", "+007" -> "7", "-0" -> "0", without int() (which refuses over 4300 digits)."""
+    digits = answer.replace(",", "")
+    sign = "-" if digits.startswith("-") else ""
+    digits = digits.lstrip("+-").lstrip("0") or "0"
+    return ("" if digits == "0" else sign) + digits
+
+
+def parse_task(completion_text: str, document: Document, kind: str | None = None,
+               grounding: str = "fuzzy") -> Task | Invalid:
     """Validate a challenger output for `document` into a Task, or name why it is unusable. `kind`
-    (one of ANSWER_KINDS) is what was asked for; None infers it from the JSON. Never raises on text."""
+    (one of ANSWER_KINDS) is what was asked for; None infers it from the JSON. `grounding` (one of
+    GROUNDING_MODES) is how the quote must match the document. Never raises on text."""
     if kind is not None:
         _check_kind(kind)
+    if grounding not in GROUNDING_MODES:
+        raise ValueError(f"grounding {grounding!r} is not one of {GROUNDING_MODES}")
     obj = _json_object(completion_text)
     if isinstance(obj, Invalid):
         return obj
@@ -364,10 +411,12 @@ def parse_task(completion_text: str, document: Document, kind: str | None = None
     elif not _answer_matches(answer, kind):
         return Invalid("answer_type_mismatch", f"{kind} answer {answer[:60]!r}")
     elif kind == "integer":
-        answer = str(int(answer.replace(",", "")))
+        answer = _canonical_integer(answer)
     if _REFERS.search(fields["question"]):
         return Invalid("refers_to_document", _REFERS.search(fields["question"]).group(0))
-    ungrounded = _grounded(fields["quote"], document)
+    if kind != "mcq" and _answer_in_question(answer, kind, fields["question"]):
+        return Invalid("answer_in_question", answer[:60])
+    ungrounded = _grounded(fields["quote"], document, grounding)
     if ungrounded is not None:
         return ungrounded
     return Task(question=fields["question"], answer=answer, kind=kind, doc_id=document.id, options=options,

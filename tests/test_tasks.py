@@ -11,6 +11,7 @@ import pytest
 from spice.corpus import Document
 from spice.tasks import (
     ANSWER_KINDS,
+    GROUNDING_MODES,
     INVALID_REASONS,
     Invalid,
     Task,
@@ -101,6 +102,8 @@ CASES = [
     (free(quote=""), "integer", "empty_quote"),
     (free(quote="1889"), "integer", "quote_too_short"),
     (free(quote="The Eiffel Tower was finished in 1889"), "integer", "quote_not_in_document"),
+    (free(question="The Eiffel Tower was completed in 1889. In which year was it completed?"), "integer",
+     "answer_in_question"),
 ]
 
 
@@ -247,3 +250,59 @@ def test_reason_counts():
     assert sum(counts.values()) == len(CASES)
     assert counts["valid"] == sum(expected == "valid" for _, _, expected in CASES)
     assert counts["unknown_format"] == 0
+
+
+SLOBODYSHCHE = Document(id="doc-slob", source="test", text=(
+    "In the autumn campaign the Cossack hetman changed sides twice. On 7-8 October at the Battle of "
+    "Slobodyshche, the Polish and Cossack forces stopped the Muscovite relief army, which surrendered at "
+    "Chudnov soon after."))
+SLOB_Q = "Which army surrendered at Chudnov after the battle in October 1660?"
+
+
+@pytest.mark.parametrize(("quote", "exact", "fuzzy"), [
+    ("On 7-8 October at the Battle of Slobodyshche", True, True),
+    ("On October 7-8 at the Battle of Slobodyshche", False, True),  # a close paraphrase
+    ("the Polish and Cossack forces stopped the relief army", False, True),  # one word dropped
+    ("The battle of Waterloo was won by Wellington in 1815", False, False),  # unrelated
+    ("qwxz vbnm poiuyt lkjhgf mnbv", False, False),  # gibberish
+    ("t...h...e...a...r", False, False),  # fragments too short, each on its own
+    ("The ... of ... the", False, False),
+    ("the autumn campaign ... surrendered at Chudnov", True, True),
+    ("surrendered at Chudnov ... the autumn campaign", False, False),  # out of order
+])
+def test_grounding_modes(quote, exact, fuzzy):
+    text = free(answer="Muscovite army", answer_type="string", question=SLOB_Q, quote=quote)
+    got = {mode: isinstance(parse_task(text, SLOBODYSHCHE, "string", grounding=mode), Task)
+           for mode in GROUNDING_MODES}
+    assert got == {"exact": exact, "fuzzy": fuzzy, "off": True}, got
+
+
+def test_fuzzy_grounding_is_the_default_and_modes_are_checked():
+    text = free(answer="Muscovite army", answer_type="string", question=SLOB_Q,
+                quote="On October 7-8 at the Battle of Slobodyshche")
+    assert isinstance(parse_task(text, SLOBODYSHCHE, "string"), Task)
+    with pytest.raises(ValueError, match="'loose'"):
+        parse_task(text, SLOBODYSHCHE, "string", grounding="loose")
+
+
+@pytest.mark.parametrize(("answer", "kind", "question", "leaks"), [
+    ("1889", "integer", "The tower opened in 1889; in which year did it open?", True),
+    ("1,889", "integer", "Built by 1889, when was it finished?", True),
+    ("330", "integer", "How tall is the 330 metre tower, in metres?", True),
+    ("3.75", "float", "A ratio of 3.75 was measured; what was it?", True),
+    ("Gustave Eiffel", "string", "Whose company, that of Gustave Eiffel, built the tower?", True),
+    ("7", "integer", "How many million visitors, give or take 7, come each year?", False),  # one digit
+    ("1889", "integer", "How many years after 18890 BC?", False),  # part of another number
+    ("889", "integer", "In which year, 1889 minus 1000, ...?", False),
+    ("Paris", "string", "Which city, Paris or Rome, has the tower?", False),  # one word: may be a choice
+])
+def test_answer_in_question(answer, kind, question, leaks):
+    result = parse_task(free(answer=answer, answer_type=kind, question=question), DOC, kind, grounding="off")
+    assert (getattr(result, "reason", None) == "answer_in_question") is leaks, result
+
+
+def test_integer_answers_of_any_length_are_canonical_without_int():
+    huge = "-" + "0" * 3 + "9" * 10_000
+    task = parse_task(free(answer=huge), DOC, "integer")
+    assert isinstance(task, Task) and task.answer == "-" + "9" * 10_000
+    assert parse_task(free(answer="-0"), DOC, "integer").answer == "0"
