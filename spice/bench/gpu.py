@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -64,6 +65,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
     py, out = sys.executable, args.out.resolve()
     steps = []
     wheels = sorted(args.wheels.glob("*.whl")) if args.wheels.is_dir() else []
+    xdist = ["-n", "4"] if importlib.util.find_spec("xdist") is not None else []
     if not args.skip_install:
         if wheels:
             steps.append(Step("wheels", [py, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
@@ -73,7 +75,8 @@ def plan(args: argparse.Namespace) -> list[Step]:
     steps += [
         Step("preflight", [py, "-c", f"from spice.bench.gpu import preflight; preflight({str(out / 'preflight.json')!r})"],
              60, True),
-        Step("gpu-tests", [py, "-m", "pytest", "-m", "gpu", "-q", "-rfEs", "-p", "no:cacheprovider",
+        # four pytest-xdist workers (when installed) compile the many Triton variants in parallel
+        Step("gpu-tests", [py, "-m", "pytest", "-m", "gpu", "-q", "-rfEs", "-p", "no:cacheprovider", *xdist,
                            "--continue-on-collection-errors", "--timeout=150", f"--junitxml={out / 'gpu_tests.xml'}",
                            *gpu_test_files()], 200, True),
         Step("bench-loss", [py, "-m", "spice.bench.loss", "--device", "cuda", "--tokens", "4096", "16384",
