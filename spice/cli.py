@@ -27,8 +27,10 @@ BENCHMARKS = {
     "train": ("spice.bench.train", "training step tokens/s and MFU (Megatron backend)"),
     "constrained": ("spice.bench.constrained",
                     "challenger valid-task rate with and without schema-constrained decoding"),
+    "levers": ("spice.bench.levers", "a run's learning signal per setting (valid tasks, accuracy, advantage)"),
     "scoring": ("spice.bench.scoring", "fused scoring: CUDA kernel vs its C++ twin, time and bitwise equality"),
     "gpu": ("spice.bench.gpu", "one-shot GPU validation: offline install, GPU tests, loss/scoring/train benches"),
+    "checks": ("spice.bench.checks", "check programs in the sandbox: verdicts, seconds per program, model share"),
 }
 
 

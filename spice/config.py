@@ -47,7 +47,6 @@ class ChallengerConfig:
     select_format: bool = True  # ask the model for MCQ vs free form first (paper); else pick at random
     prompt_style: str = "paper"  # paper | compact (short prompts for small models on a CPU)
     grounding: str = "fuzzy"  # exact | fuzzy | off: how the task's quote must match the document (spice.tasks)
-    grounding: str = "fuzzy"  # exact | fuzzy | off: how the task's quote must match the document (spice.tasks)
     constrained_decoding: bool | None = None  # decode task JSON under its schema; None: on for the embedded model
     max_new_tokens: int = 512  # tokens per challenger task
     temperature: float = 1.0  # paper: 1.0 for both roles
@@ -226,7 +225,6 @@ class SpiceConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "challenger.prompt_style": ("paper", "compact"),
-    "challenger.grounding": ("exact", "fuzzy", "off"),
     "challenger.grounding": ("exact", "fuzzy", "off"),
     "challenger.attempt_selection": ("paper", "all_invalid"),
     "challenger.check_sandbox": ("seccomp", "bwrap", "rlimits"),

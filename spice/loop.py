@@ -8,17 +8,22 @@ Every stage is a plain function over plain data; `run_iteration` calls them in o
 
 from __future__ import annotations
 
+import json
+import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from spice import tasks as task_lib
 from spice.chat import chat_prompt_ids
+from spice.checks import check_samples, program_field
 from spice.config import SpiceConfig, constrained_decoding
 from spice.corpus import Corpus, Document
-from spice.rollout.base import Completion, RolloutEngine, SamplingParams
+from spice.refine import refine_tasks
+from spice.rollout.base import Completion, RolloutEngine, SamplingParams, per_prompt
+from spice.schemas import format_selection_schema, task_schema
 from spice.scoring import Scores, score_iteration
 from spice.tasks import Invalid, Task
 from spice.train.base import Batch, TrainBackend
@@ -34,6 +39,8 @@ class ChallengerSample:
     prompt_ids: list[int]
     completion: Completion
     result: Task | Invalid
+    check: dict | None = None  # the check program's audit record (spice.checks)
+    versions: list[dict] = field(default_factory=list)  # every version of a refined task (spice.refine)
 
 
 @dataclass
@@ -43,7 +50,7 @@ class Iteration:
     index: int
     documents: list[Document]
     attempts: list[ChallengerSample]  # every challenger attempt
-    trained: list[ChallengerSample]  # the kept valid task of each document, and every invalid attempt
+    trained: list[ChallengerSample]  # the challenger samples trained (see `select_attempts`)
     reasoner_prompts: list[list[int]] = field(default_factory=list)  # one per valid trained task
     answers: list[list[Completion]] = field(default_factory=list)  # G per valid trained task
     verdicts: torch.Tensor | None = None  # int8 [len(trained), G]
@@ -77,9 +84,6 @@ def choose_kinds(engine: RolloutEngine, tokenizer, documents: list[Document], co
                for d in documents]
     schema = None
     if constrained_decoding(config):
-        import json
-
-        from spice.schemas import format_selection_schema
         schema = json.dumps(format_selection_schema())
     sampling = SamplingParams(n=1, temperature=config.challenger.temperature, top_p=config.challenger.top_p,
                               max_new_tokens=64, json_schema=schema,
@@ -96,35 +100,53 @@ def choose_kinds(engine: RolloutEngine, tokenizer, documents: list[Document], co
 
 
 def generate_tasks(engine: RolloutEngine, tokenizer, documents: list[Document], kinds: list[str],
-                   config: SpiceConfig, iteration: int) -> list[ChallengerSample]:
-    """`attempts_per_document` challenger samples per document, parsed into Task or Invalid."""
+                   config: SpiceConfig, iteration: int, round_index: int = 0) -> list[ChallengerSample]:
+    """`attempts_per_document` challenger samples per document, parsed into Task or Invalid
+    (`round_index` > 0: a further round of the paper's attempts, with its own seed)."""
     cfg = config.challenger
+    prompts, schemas = [], []
+    for document, kind in zip(documents, kinds):
+        program = program_field(kind, cfg.check)  # None unless check programs are asked for
+        prompts.append(chat_prompt_ids(tokenizer, task_lib.challenger_messages(document, kind, cfg.prompt_style,
+                                                                               program)))
+        schemas.append(json.dumps(task_schema(kind, cfg.prompt_style, program)) if constrained_decoding(config)
+                       else None)
+    seed = stage_seed(config.run.seed, iteration, "challenger" + (f"/round{round_index}" if round_index else ""))
+    shared = SamplingParams(n=cfg.attempts_per_document, temperature=cfg.temperature, top_p=cfg.top_p,
+                            max_new_tokens=cfg.max_new_tokens, seed=seed)
+    # One request for every document whatever the mix of kinds: the schema, when it differs, goes per row.
+    sampling = replace(shared, json_schema=next(iter(schemas), None)) if len(set(schemas)) <= 1 else \
+        [replace(p, json_schema=schema) for p, schema in zip(per_prompt(shared, len(prompts)), schemas)]
     samples: list[ChallengerSample] = []
-    for kind in sorted(set(kinds)):  # one request per kind: the schema differs by kind
-        chosen = [d for d, k in zip(documents, kinds) if k == kind]
-        prompts = [chat_prompt_ids(tokenizer, task_lib.challenger_messages(d, kind, cfg.prompt_style))
-                   for d in chosen]
-        schema = None
-        if constrained_decoding(config):
-            import json
-
-            from spice.schemas import task_schema
-            schema = json.dumps(task_schema(kind, cfg.prompt_style))
-        sampling = SamplingParams(n=cfg.attempts_per_document, temperature=cfg.temperature, top_p=cfg.top_p,
-                                  max_new_tokens=cfg.max_new_tokens, json_schema=schema,
-                                  seed=stage_seed(config.run.seed, iteration, f"challenger/{kind}"))
-        for document, prompt, completions in zip(chosen, prompts, engine.generate(prompts, sampling)):
-            for completion in completions:
-                result = task_lib.parse_task(completion.text, document, kind, grounding=cfg.grounding)
-                samples.append(ChallengerSample(document, kind, prompt, completion, result))
-    order = {d.id: i for i, d in enumerate(documents)}
-    samples.sort(key=lambda s: order[s.document.id])  # stable: keeps attempt order per document
+    for document, kind, prompt, completions in zip(documents, kinds, prompts, engine.generate(prompts, sampling)):
+        for completion in completions:
+            result = task_lib.parse_task(completion.text, document, kind, grounding=cfg.grounding)
+            samples.append(ChallengerSample(document, kind, prompt, completion, result))
+    check_samples(samples, cfg)  # a task whose program fails or disagrees becomes Invalid
     return samples
 
 
+def challenge_documents(engine: RolloutEngine, tokenizer, documents: list[Document], kinds: list[str],
+                        config: SpiceConfig, iteration: int) -> list[ChallengerSample]:
+    """Every challenger attempt: one round of `attempts_per_document` per document, then (paper selection)
+    further rounds for the documents still without a valid task, up to `max_attempts` samples each."""
+    cfg = config.challenger
+    attempts = generate_tasks(engine, tokenizer, documents, kinds, config, iteration)
+    rounds = cfg.max_attempts // cfg.attempts_per_document if cfg.attempt_selection == "paper" else 1
+    for round_index in range(1, rounds):
+        solved = {s.document.id for s in attempts if isinstance(s.result, Task)}
+        pending = [(d, k) for d, k in zip(documents, kinds) if d.id not in solved]
+        if not pending:
+            break
+        attempts += generate_tasks(engine, tokenizer, [d for d, _ in pending], [k for _, k in pending], config,
+                                   iteration, round_index)
+    order = {d.id: i for i, d in enumerate(documents)}
+    return sorted(attempts, key=lambda s: order[s.document.id])  # stable: rounds stay in order
+
+
 def keep_one_task_per_document(samples: list[ChallengerSample]) -> list[ChallengerSample]:
-    """The paper gives one valid task per document to the reasoner. The challenger trains on that task
-    and on every invalid attempt (-0.1); other valid attempts have no reasoner verdict and are dropped."""
+    """`all_invalid` selection: the first valid task of each document (the one the reasoner answers) and
+    every invalid attempt (-0.1); other valid attempts have no reasoner verdict and are dropped."""
     kept, seen = [], set()
     for sample in samples:
         if isinstance(sample.result, Invalid):
@@ -133,6 +155,33 @@ def keep_one_task_per_document(samples: list[ChallengerSample]) -> list[Challeng
             seen.add(sample.document.id)
             kept.append(sample)
     return kept
+
+
+def paper_group(samples: list[ChallengerSample], group_size: int, rng: random.Random) -> list[ChallengerSample]:
+    """The paper's challenger group of one document: its first valid task (the one the reasoner answers)
+    and invalid attempts drawn at random in the proportion the attempts showed, i.e. round(invalid / valid)
+    of them per valid task, at most `group_size` samples in all; `group_size` invalid ones if none is valid."""
+    valid = [s for s in samples if isinstance(s.result, Task)]
+    invalid = [s for s in samples if not isinstance(s.result, Task)]
+    if valid:
+        count = min(len(invalid), group_size - 1, math.floor(len(invalid) / len(valid) + 0.5))
+    else:
+        count = min(len(invalid), group_size)
+    chosen = {id(s) for s in rng.sample(invalid, count)} | {id(s) for s in valid[:1]}
+    return [s for s in samples if id(s) in chosen]  # in attempt order
+
+
+def select_attempts(samples: list[ChallengerSample], config: SpiceConfig, iteration: int) -> list[ChallengerSample]:
+    """The challenger samples that are trained (`challenger.attempt_selection`): `paper` groups of
+    `attempts_per_document` keeping the valid:invalid ratio, or `all_invalid` (every invalid attempt)."""
+    if config.challenger.attempt_selection == "all_invalid":
+        return keep_one_task_per_document(samples)
+    rng = random.Random(stage_seed(config.run.seed, iteration, "attempt_selection"))
+    by_document: dict[str, list[ChallengerSample]] = {}
+    for sample in samples:
+        by_document.setdefault(sample.document.id, []).append(sample)
+    return [s for group in by_document.values()
+            for s in paper_group(group, config.challenger.attempts_per_document, rng)]
 
 
 def answer_tasks(engine: RolloutEngine, tokenizer, tasks: list[Task], config: SpiceConfig,
@@ -192,7 +241,7 @@ def build_sequences(trained: list[ChallengerSample], reasoner_prompts: list[list
         loss_mask[i, start:end] = 1
         rollout_logprobs[i, start:end] = torch.tensor(completion.logprobs)
     batch = Batch(input_ids, attention, loss_mask, torch.zeros(shape), rollout_logprobs,
-                  [role for _, _, role, _ in rows])
+                  [role for _, _, role, _ in rows], [c.masked_logprobs for _, c, _, _ in rows])
     return batch, torch.tensor([source for _, _, _, source in rows], dtype=torch.long)
 
 
@@ -211,9 +260,12 @@ def run_rollouts(engine: RolloutEngine, tokenizer, corpus: Corpus, config: Spice
     documents = sample_documents(corpus, config, index)
     kinds, format_invalid = choose_kinds(engine, tokenizer, documents, config, index)
     lap("format_selection")
-    attempts = generate_tasks(engine, tokenizer, documents, kinds, config, index)
-    trained = keep_one_task_per_document(attempts)
+    attempts = challenge_documents(engine, tokenizer, documents, kinds, config, index)
+    trained = select_attempts(attempts, config, index)
     lap("challenger")
+    if config.challenger.refine_rounds:
+        refine_tasks(engine, tokenizer, trained, config, index)
+        lap("refine")
     tasks = [s.result for s in trained if isinstance(s.result, Task)]
     reasoner_prompts, answers = answer_tasks(engine, tokenizer, tasks, config, index)
     lap("reasoner")
@@ -230,7 +282,11 @@ def run_rollouts(engine: RolloutEngine, tokenizer, corpus: Corpus, config: Spice
 
 
 def update_policy(backend: TrainBackend, batch: Batch) -> dict:
-    """One policy step on both roles' sequences."""
+    """One policy step on both roles' sequences. Rollout logprobs of a grammar-masked distribution
+    (SGLang under json_schema) are first replaced by the trainer's own: their importance weight is 1."""
+    masked = [row for row, flag in enumerate(batch.masked_logprobs) if flag]
+    if masked:
+        batch.rollout_logprobs[masked] = backend.logprobs(batch.select(masked))
     return backend.step(batch)
 
 

@@ -59,9 +59,12 @@ def format_selection_schema() -> dict:
     ]}
 
 
-def task_schema(kind: str, style: str = "paper") -> dict:
+def task_schema(kind: str, style: str = "paper", program: str | None = None) -> dict:
     """The task reply for `kind` (one of ANSWER_KINDS) in prompt `style` ("compact" has shorter bounds
-    and no solution, as its prompt asks)."""
+    and no solution, as its prompt asks). `program` ("required": non-empty, "optional": may be empty)
+    adds the check program before the answer, bounded like the solution (the question in "compact")."""
+    if program not in (None, "optional", "required"):
+        raise ValueError(f"program {program!r} is not None, 'optional' or 'required'")
     if kind not in ANSWER_KINDS:
         raise ValueError(f"task kind {kind!r} is not one of {ANSWER_KINDS}")
     if style not in PROMPT_STYLES:
@@ -74,6 +77,10 @@ def task_schema(kind: str, style: str = "paper") -> dict:
         properties["options"] = {"type": "array", "items": _text(limits["text"]), "minItems": 4, "maxItems": 4}
     if limits["solution"]:
         properties["solution"] = _text(limits["solution"])
+    if program:
+        properties["program"] = _text(limits["solution"] or limits["text"])
+        if program == "optional":
+            properties["program"].pop("minLength")
     if kind == "mcq":
         properties["answer"] = {"enum": list(LETTERS)}
     elif kind == "expression":

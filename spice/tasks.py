@@ -115,11 +115,19 @@ def format_selection_messages(document: Document, style: str = "paper") -> list[
         '{"format": "free_form", "answer_type": "integer"} (or "float", "expression", "string").')}]
 
 
-def challenger_messages(document: Document, kind: str, style: str = "paper") -> list[dict]:
+_PROGRAM_RULE = ('- "program": a short Python program that computes the answer from the numbers in the document '
+                 "(only the modules math, fractions, decimal, statistics, datetime and itertools; no input, no "
+                 'files) and prints only the answer, written exactly as in "answer".')
+
+
+def challenger_messages(document: Document, kind: str, style: str = "paper", program: str | None = None) -> list[dict]:
     """Chat messages asking for one task of `kind` ("mcq" or a free-form answer type) about `document`;
-    the keys are asked for in the order of `spice.schemas.task_schema`."""
+    the keys are asked for in the order of `spice.schemas.task_schema`. `program` ("optional" or
+    "required", free-form kinds only) also asks for a check program (spice.checks)."""
     _check_kind(kind)
     _check_style(style)
+    if program not in (None, "optional", "required") or (program and kind == "mcq"):
+        raise ValueError(f"program {program!r} is not None, 'optional' or 'required' for a free-form kind")
     if style == "compact":
         if kind == "mcq":
             what = "a multiple-choice question"
@@ -127,8 +135,9 @@ def challenger_messages(document: Document, kind: str, style: str = "paper") -> 
                     "answer (A, B, C or D), difficulty (easy|medium|hard)")
         else:
             what = "a question whose answer is " + _ANSWER_RULES[kind]
-            keys = (f'answer_type ("{kind}"), quote (copied from the document), question, answer, '
-                    "difficulty (easy|medium|hard)")
+            keys = (f'answer_type ("{kind}"), quote (copied from the document), question, '
+                    + ("program (Python that computes and prints the answer), " if program else "")
+                    + "answer, difficulty (easy|medium|hard)")
         return [{"role": "system", "content": _COMPACT_SYSTEM}, {"role": "user", "content": (
             f"Document:\n{document.text}\n\nWrite {what} about a fact in this document. It must be "
             f'self-contained: never say "the text" or "the passage". JSON keys: {keys}.')}]
@@ -143,7 +152,10 @@ def challenger_messages(document: Document, kind: str, style: str = "paper") -> 
         task = ("Write one challenging question with a single short answer based on the document below.\n\n"
                 f"Requirements:\n- {_SELF_CONTAINED}\n- The answer is {_ANSWER_RULES[kind]}.\n")
         keys = (f'{{"answer_type": "{kind}", "quote": "...", "question": "...", "solution": "...", '
-                '"answer": "...", "difficulty": "easy, medium or hard"}')
+                + ('"program": "...", ' if program else "") + '"answer": "...", "difficulty": "easy, medium or hard"}')
+        if program:
+            task += _PROGRAM_RULE + (' Write "" if the answer needs no computation.\n' if program == "optional"
+                                     else "\n")
     return [{"role": "system", "content": _PAPER_SYSTEM}, {"role": "user", "content": (
         f"{task}"
         '- "quote": copy, word for word, a sentence or phrase from the document that supports the answer.\n'

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from spice.checks import check_metrics
 from spice.loop import Iteration
 from spice.tasks import Task
 
@@ -64,13 +65,15 @@ def iteration_metrics(it: Iteration, samples: int) -> dict:
         **it.train_metrics,
         **{f"weight_sync/{k}": v for k, v in it.sync_metrics.items()},
         **{f"seconds/{k}": v for k, v in it.seconds.items()},
+        **check_metrics([s.check for s in it.attempts]),
         **gpu_readings(),
         "time": time.time(),
     }
 
 
 def task_records(it: Iteration, weight_version: int) -> list[dict]:
-    """The audit trail: one row per challenger attempt, with the reasoner's answers for kept tasks."""
+    """The audit trail: one row per challenger attempt, with the reasoner's answers for kept tasks;
+    `weight_version` is the version of the weights that generated the iteration (not its index)."""
     from spice.verify import extract_answer
 
     trained_rows = {id(s): row for row, s in enumerate(it.trained)}
@@ -81,7 +84,7 @@ def task_records(it: Iteration, weight_version: int) -> list[dict]:
         row = trained_rows.get(id(sample))
         record = {
             "iteration": it.index, "document_id": sample.document.id, "source": sample.document.source,
-            "attempt": attempt, "weight_version": sample.completion.weight_version, "kind": sample.kind,
+            "attempt": attempt, "weight_version": weight_version, "kind": sample.kind,
             "trained": row is not None, "challenger_output": sample.completion.text,
         }
         if row is not None:
@@ -98,6 +101,10 @@ def task_records(it: Iteration, weight_version: int) -> list[dict]:
                     for c, r in zip(answers_of[row], rewards)]
         else:
             record.update(status="invalid", reason=sample.result.reason, detail=sample.result.detail)
+        if sample.check is not None:  # the check program, its output and verdict (spice.checks)
+            record["check"] = sample.check
+        if sample.versions:  # every version of a refined task (spice.refine)
+            record["versions"] = sample.versions
         records.append(record)
     return records
 

@@ -4,7 +4,7 @@ tasks (a random model never writes valid JSON) and both roles get non-zero advan
 
 import json
 
-from spice.rollout.base import Completion, SamplingParams
+from spice.rollout.base import Completion, SamplingParams, per_prompt
 
 
 class ScriptedChallengerEngine:
@@ -43,3 +43,45 @@ class ScriptedChallengerEngine:
 
     def close(self):
         self.engine.close()
+
+
+class ScriptedTextEngine:
+    """An engine without a model: `respond(prompt_text, sampling)` returns the text of each completion
+    (a string, or a list of `sampling.n` strings); with `engine`, prompts it returns None for go there."""
+
+    def __init__(self, tokenizer, respond, engine=None):
+        self.tokenizer = tokenizer
+        self.respond = respond
+        self.engine = engine
+        self.weight_version = 0
+        self.progress = None
+        self.requests = []  # (decoded prompts, sampling) of every generate call
+
+    def _completion(self, index, text):
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        return Completion(index, text, ids, [-1.0] * len(ids), "stop", self.weight_version)
+
+    def generate(self, prompts, sampling: SamplingParams):
+        texts = [self.tokenizer.decode(p) for p in prompts]
+        self.requests.append((texts, sampling))
+        params = per_prompt(sampling, len(prompts))  # shared or one per prompt (schemas differ by row)
+        answers = [self.respond(t, p) for t, p in zip(texts, params)]
+        passed = [i for i, a in enumerate(answers) if a is None]
+        out = [None] * len(prompts)
+        if passed:
+            for i, group in zip(passed, self.engine.generate([prompts[i] for i in passed],
+                                                             [params[i] for i in passed])):
+                out[i] = group
+        for i, answer in enumerate(answers):
+            if answer is not None:
+                answer = [answer] * params[i].n if isinstance(answer, str) else answer
+                out[i] = [self._completion(i, a) for a in answer]
+        return out
+
+    def update_weights(self, named_tensors, version):
+        self.weight_version = version
+        return self.engine.update_weights(named_tensors, version) if self.engine else {}
+
+    def close(self):
+        if self.engine:
+            self.engine.close()

@@ -70,8 +70,8 @@ def test_one_iteration_end_to_end_changes_the_weights(tiny_model, tmp_path):
     assert row["documents_with_task"] == 1.0
     assert sum(row["correct_histogram"]) == 2
     assert set(row["invalid_reasons"]) <= set(__import__("spice.tasks").tasks.INVALID_REASONS)
-    records = task_records(iteration, 0)
-    assert len(records) == 4
+    records = task_records(iteration, 7)  # the weights' version, which need not equal the iteration index
+    assert len(records) == 4 and {r["weight_version"] for r in records} == {7}
     valid = [r for r in records if r["status"] == "valid"]
     assert all(len(r["reasoner"]) == 2 and r["document_id"] for r in valid)
 
@@ -104,3 +104,64 @@ def test_constrained_challenger_output_always_parses_as_json(tiny_model, tmp_pat
     # a random model cannot ground its quote, but the JSON itself always parses under the schema
     assert not reasons & {"no_json", "truncated", "malformed_json", "missing_field", "wrong_type",
                           "mcq_options", "mcq_gold_letter"}
+
+
+CHECKED_TASKS = {  # document prefix -> (quote, question, answer, program) of a free-form integer task
+    "Marie Curie": ("born in Warsaw in 1867", "In which year did Marie Curie, born in Warsaw, turn 40?", 1907,
+                    "born = 1867\nprint(born + 40)"),
+    "The Danube": ("flows through ten countries", "How many countries does the Danube flow through, doubled?",
+                   20, "print(10 * 2)"),
+    "Photosynthesis": ("water and carbon dioxide into glucose", "How many substances does photosynthesis "
+                       "turn into glucose and oxygen besides light?", 2, "print(len(['water', 'CO2']))"),
+}
+
+
+def checked_challenger(prompt, sampling):
+    """Format verdict: integer. Challenger: a task whose program agrees, then one with a wrong gold answer.
+    Suggester and editor: a harder wording with the same answer. Reasoner prompts: the real model."""
+    if "Which question type" in prompt:
+        return '{"format": "free_form", "answer_type": "integer"}'
+    prefix = next((p for p in CHECKED_TASKS if p in prompt), None)
+    if prefix is None:
+        return None
+    quote, question, answer, program = CHECKED_TASKS[prefix]
+    if "Suggest up to three" in prompt:
+        return "Ask for it in two steps."
+    if "Rewrite the task" in prompt:
+        question = "First recall the fact, then answer: " + question
+    task = {"answer_type": "integer", "quote": quote, "question": question, "program": program,
+            "answer": str(answer), "difficulty": "easy"}
+    wrong = dict(task, answer=str(answer + 1))
+    return [json.dumps(task), json.dumps(wrong)][:sampling.n] if "Rewrite" not in prompt else json.dumps(task)
+
+
+def test_check_programs_and_refinement_in_the_loop(tiny_model, tmp_path):
+    from spice.checks import CHECK_REASONS
+    from tests.scripted import ScriptedTextEngine
+
+    corpus, corpus_path = make_corpus(tmp_path)
+    config = config_for(tmp_path, corpus_path, tiny_model, "challenger.select_format=true",
+                        "challenger.formats=[free_form]", "challenger.check=required_numeric",
+                        "challenger.refine_rounds=1", "challenger.constrained_decoding=false")
+    real = HFRolloutEngine(tiny_model, batch_size=8)
+    engine = ScriptedTextEngine(real.tokenizer, checked_challenger, real)
+    iteration, batch = loop.run_rollouts(engine, engine.tokenizer, corpus, config, 0)
+    first, second = iteration.attempts[0], iteration.attempts[1]
+    assert isinstance(first.result, Task) and first.check["verdict"] == "passed"
+    assert isinstance(second.result, Invalid) and second.result.reason == "check_mismatch"
+    assert second.check["output"].strip() == str(int(second.result.extra["task"].answer) - 1)
+    challenger_prompts = [t for texts, s in engine.requests for t in texts if "Write a question" in t]
+    assert challenger_prompts and all("program" in t for t in challenger_prompts)
+    # the kept task was refined: the trained sample is the editor's, every version is in the audit row
+    assert first.result.question.startswith("First recall the fact")
+    assert "Rewrite the task" in engine.tokenizer.decode(first.prompt_ids)
+    assert "refine" in iteration.seconds
+    assert batch.roles.count("reasoner") == 2 * 2
+    records = task_records(iteration, 0)
+    assert records[0]["check"]["program"] and [v["status"] for v in records[0]["versions"]] == ["original",
+                                                                                              "accepted"]
+    assert records[1]["reason"] == "check_mismatch" and records[1]["check"]["verdict"] == "check_mismatch"
+    row = iteration_metrics(iteration, config.reasoner.samples)
+    assert row["check/program_share"] == 1.0 and row["check/passed"] == 0.5
+    assert row["check/check_mismatch"] == 0.5
+    assert set(row["invalid_reasons"]) <= set(CHECK_REASONS)
