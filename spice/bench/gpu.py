@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import subprocess
@@ -278,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
     results = {"preflight": _read_json(out / "preflight.json"), "tests": _test_counts(out / "gpu_tests.xml"), "loss": _read_json(out / "bench_loss.json"),
                "scoring": _read_json(out / "bench_scoring.json"), "train": _read_json(out / "bench_train.json")}
     report = {"date": datetime.date.today().isoformat(), "machine": _machine(),
-              "command": " ".join([Path(sys.executable).name, "-m", "spice.bench.gpu", *sys.argv[1:]]),
+              "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "budget_seconds": args.budget, "stopped": stopped,
               "steps": [dataclasses.asdict(s) for s in steps], "results": results, "targets": targets(results)}
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
