@@ -16,7 +16,7 @@ RDZV_ID=${RDZV_ID:-spice}
 
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 export CUDA_DEVICE_MAX_CONNECTIONS=1   # Megatron's TP communication/computation overlap wants this
-export NCCL_ASYNC_ERROR_HANDLING=1
+export TORCH_NCCL_ASYNC_ERROR_HANDLING=1  # the current name (NCCL_ASYNC_ERROR_HANDLING is deprecated)
 
 if [ "$NNODES" -gt 1 ]; then
   RDZV=(--nnodes "$NNODES" --node_rank "$NODE_RANK" --rdzv_id "$RDZV_ID" --rdzv_backend c10d

@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch.distributed as dist
@@ -76,17 +77,29 @@ def _truncate(path: Path, size: int) -> None:
             handle.truncate(size)
 
 
+_CONTROL: dist.ProcessGroup | None = None  # gloo group of the loop's broadcasts (see _open_control_group)
+
+
+def _open_control_group(hours: float, world: int) -> None:
+    """A gloo group for the loop's object broadcasts and barriers, with a timeout of `hours`: ranks > 0
+    wait in it while rank 0 rolls out and evaluates, which may outlast the compute groups' timeout
+    (NCCL's watchdog would abort them). A collective: every rank calls it once, in the same place."""
+    global _CONTROL
+    if world > 1:
+        _CONTROL = dist.new_group(backend="gloo", timeout=timedelta(hours=hours))
+
+
 def _broadcast(value, rank: int, world: int):
     if world == 1:
         return value
     holder = [value if rank == 0 else None]
-    dist.broadcast_object_list(holder, src=0)
+    dist.broadcast_object_list(holder, src=0, group=_CONTROL)
     return holder[0]
 
 
 def _barrier(world: int) -> None:
     if world > 1:
-        dist.barrier()
+        dist.barrier(group=_CONTROL)
 
 
 def prepare_run_dir(config: SpiceConfig, resume: bool) -> Path:
@@ -117,6 +130,7 @@ def train(config: SpiceConfig, resume: bool = False) -> int:
     backend = make_train_backend(config, model_dir)
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
+    _open_control_group(config.train.control_timeout_hours, world)
     main = rank == 0
     if main:
         dump_config(config, run_dir / "config.yaml")
@@ -144,6 +158,7 @@ def train(config: SpiceConfig, resume: bool = False) -> int:
         corpus = raw_corpus.segmented(tokenizer, config.corpus.max_segment_tokens)
         print(f"spice: {len(corpus.documents)} document segments from {corpus_path}; model {model_dir}; "
               f"rollout {config.rollout.engine}, backend {config.train.backend}, world size {world}")
+    _barrier(world)  # in the control group: starting servers may outlast the compute groups' timeout
     if state.weight_version:
         _sync(backend, engine, state.weight_version)
     guard.prepare_drift(engine, tokenizer, corpus.documents if main else [], backend.logprobs, state.weight_version)

@@ -7,6 +7,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -19,14 +20,15 @@ from spice.rollout.hf import DTYPES
 from spice.train.base import Batch
 
 
-def init_distributed() -> tuple[int, int]:
-    """Join the process group torchrun describes (gloo on CPU, NCCL on GPU); (rank, world size)."""
+def init_distributed(timeout_minutes: float = 30.0) -> tuple[int, int]:
+    """Join the process group torchrun describes (gloo on CPU, NCCL on GPU) with `timeout_minutes`
+    (train.distributed_timeout_minutes) on its collectives; (rank, world size)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -51,7 +53,7 @@ class TorchBackend:
     def __init__(self, config: SpiceConfig, model_dir: str | Path) -> None:
         self.config = config
         self.model_dir = Path(model_dir)
-        self.rank, self.world_size = init_distributed()
+        self.rank, self.world_size = init_distributed(config.train.distributed_timeout_minutes)
         cuda = torch.cuda.is_available()
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")
         torch.manual_seed(config.run.seed)

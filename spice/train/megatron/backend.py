@@ -52,7 +52,7 @@ class MegatronBackend:
             cpu_shims.apply()
         from megatron.core import parallel_state as ps
 
-        self.layout = init_parallel(mcfg, config.run.seed)
+        self.layout = init_parallel(mcfg, config.run.seed, config.train.distributed_timeout_minutes)
         self.arch = read_hf_arch(self.model_dir)
         use_te = use_transformer_engine(mcfg)
         self.tconfig = transformer_config(self.arch, mcfg, on_cuda=self.on_cuda, use_te=use_te)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -53,27 +54,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def init_torch_distributed() -> None:
+def init_torch_distributed(timeout_minutes: float = 30.0) -> None:
     """Join the process group torchrun (or Slurm through torchrun) describes: NCCL on GPUs, gloo on
-    CPU. A single process started without torchrun gets a one-rank group on localhost."""
+    CPU, with `timeout_minutes` (train.distributed_timeout_minutes) on every collective. A single
+    process started without torchrun gets a one-rank group on localhost."""
     if dist.is_initialized():
         return
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     backend = "nccl" if cuda else "gloo"
+    timeout = timedelta(minutes=timeout_minutes)
     if "RANK" in os.environ and "MASTER_ADDR" in os.environ:
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=timeout)
     else:
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1,
+                                timeout=timeout)
 
 
-def init_parallel(mcfg: MegatronConfig, seed: int) -> Layout:
+def init_parallel(mcfg: MegatronConfig, seed: int, timeout_minutes: float = 30.0) -> Layout:
     """Initialise torch.distributed and Megatron's model-parallel groups (once) and return this
     rank's layout; a second call with other sizes is an error."""
     from megatron.core import parallel_state as ps
 
-    init_torch_distributed()
+    init_torch_distributed(timeout_minutes)
     tp, pp = mcfg.tensor_model_parallel_size, mcfg.pipeline_model_parallel_size
     world = dist.get_world_size()
     dp = check_world_size(world, tp, pp)
@@ -83,7 +87,10 @@ def init_parallel(mcfg: MegatronConfig, seed: int) -> Layout:
             raise RuntimeError(f"megatron parallel state already initialised with TP x PP = {have}, "
                                f"config asks for {(tp, pp)}")
     else:
-        ps.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
+        # megatron-core 0.13-0.16: the groups it creates get the same timeout (an int in its signature,
+        # used as timedelta(minutes=...)).
+        ps.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+                                     distributed_timeout_minutes=timeout_minutes)
         if torch.cuda.is_available():
             from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
