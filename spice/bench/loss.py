@@ -97,14 +97,16 @@ class _CpuPeak:
         raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def _inputs(n: int, h: int, v: int, dtype: torch.dtype, device: torch.device) -> dict:
-    """Seeded random inputs drawn on the device itself (a 151936 x 4096 draw on the CPU takes seconds)."""
+def _inputs(n: int, h: int, v: int, dtype: torch.dtype, device: torch.device, seq_len: int) -> dict:
+    """Seeded random inputs drawn on the device itself (a 151936 x 4096 draw on the CPU takes seconds);
+    one advantage per sequence of seq_len tokens, as in GRPO, so every implementation computes one loss."""
     g = torch.Generator(device=device).manual_seed(0)
+    sequences = -(-n // seq_len)
     return {
         "hidden": torch.randn(n, h, generator=g, device=device).to(dtype),
         "weight": (torch.randn(v, h, generator=g, device=device) * 0.02).to(dtype),
         "targets": torch.randint(0, v, (n,), generator=g, device=device),
-        "advantages": torch.randn(n, generator=g, device=device),
+        "advantages": torch.randn(sequences, generator=g, device=device).repeat_interleave(seq_len)[:n],
         "mask": torch.ones(n, device=device),
     }
 
@@ -189,7 +191,7 @@ def _benchmark(name: str, shape: tuple[int, int, int], dtype: torch.dtype, devic
     if name in GPU_ONLY and device.type != "cuda":
         return {**row, "status": "skipped: needs a CUDA GPU (Triton kernels)"}
     try:
-        x = _inputs(n, h, v, dtype, device)
+        x = _inputs(n, h, v, dtype, device, args.sequence_length)
         row.update(_measure(_runner(name, x, args.sequence_length), x, device, args.warmup, args.repeats))
         row["status"] = "ok"
     except ImportError as err:
