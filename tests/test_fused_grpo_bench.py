@@ -22,6 +22,7 @@ def test_cpu_bench_reports_reference_and_skips_gpu_paths(tmp_path, capsys):
     report = json.loads(out.read_text())
     rows = {row["implementation"]: row for row in report["results"]}
     assert rows["reference"]["status"] == "ok" and rows["reference"]["seconds"] > 0
+    assert rows["reference"]["grad_weight_norm"] > 0 and "loss" in rows["reference"]
     assert (rows["reference"]["N"], rows["reference"]["H"], rows["reference"]["V"]) == (8, 16, 64)
     for name in ("fused", "liger-grpo", "liger-flce", "cce"):
         assert rows[name]["status"].startswith("skipped") and "seconds" not in rows[name], rows[name]

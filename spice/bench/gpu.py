@@ -219,11 +219,13 @@ def _markdown(report: dict) -> str:
         lines += [f"- failed: {name}" for name in tests["failed"] + tests["errors"]]
     loss = report["results"].get("loss")
     if loss:
-        lines += ["", "| loss implementation | N | ms | peak extra MiB | status |", "|---|---|---|---|---|"]
+        lines += ["", "| loss implementation | N | ms | peak extra MiB | loss | grad W norm | status |",
+                  "|---|---|---|---|---|---|---|"]
         for r in loss["results"]:
             ms = f"{r['seconds'] * 1e3:.1f}" if "seconds" in r else "-"
             mib = f"{r['peak_bytes'] / 2**20:.0f}" if r.get("peak_bytes") is not None else "-"
-            lines.append(f"| {r['implementation']} | {r['N']} | {ms} | {mib} | {r['status']} |")
+            value = f"{r['loss']:.6g} | {r['grad_weight_norm']:.6g}" if "loss" in r else "- | -"
+            lines.append(f"| {r['implementation']} | {r['N']} | {ms} | {mib} | {value} | {r['status']} |")
     scoring = report["results"].get("scoring")
     if scoring:
         lines += ["", "| scoring T x G | CPU twin ms | CUDA ms | speed-up | bitwise |", "|---|---|---|---|---|"]

@@ -151,13 +151,17 @@ def _runner(name: str, x: dict, seq_len: int) -> Callable[[torch.Tensor, torch.T
 
 
 def _measure(fn: Callable, x: dict, device: torch.device, warmup: int, repeats: int) -> dict:
-    """Median forward+backward seconds and peak extra memory (bytes) of fn."""
+    """Median forward+backward seconds, peak extra memory (bytes) and the loss value of fn (the loss
+    and the gradient norms let rows be compared: every implementation gets the same inputs)."""
     hidden = x["hidden"].clone().requires_grad_()
     weight = x["weight"].clone().requires_grad_()
+    losses = []
 
     def step() -> None:
         hidden.grad = weight.grad = None
-        fn(hidden, weight).backward()
+        loss = fn(hidden, weight)
+        loss.backward()
+        losses.append(loss.detach())
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -181,7 +185,8 @@ def _measure(fn: Callable, x: dict, device: torch.device, warmup: int, repeats: 
                 step()
                 times.append(time.perf_counter() - start)
             peak = tracker.peak
-    return {"seconds": statistics.median(times), "peak_bytes": peak}
+    return {"seconds": statistics.median(times), "peak_bytes": peak, "loss": float(losses[-1]),
+            "grad_hidden_norm": float(hidden.grad.float().norm()), "grad_weight_norm": float(weight.grad.float().norm())}
 
 
 def _benchmark(name: str, shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device,
