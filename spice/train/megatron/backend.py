@@ -11,7 +11,6 @@ the same model and schedule, with the CPU shims of `cpu_shims`.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from spice.train.megatron.model import (
     transformer_config,
     use_transformer_engine,
 )
+from spice.train.megatron.padding import padded_width
 from spice.train.megatron.parallel import init_parallel
 from spice.train.torch_backend import loss_normalizer
 
@@ -116,16 +116,11 @@ class MegatronBackend:
 
     def _micro_batches(self, batch: Batch, rows: list[int]) -> tuple[list[MicroBatch], int, int]:
         """This rank's micro-batches, all of one shape [mbs, T] (pipeline stages exchange fixed shapes):
-        T is the longest sequence, rounded up for sequence parallelism (a multiple of TP) and FP8 (of
-        16); rows are padded with fully masked dummies."""
+        T is the longest sequence, rounded up so that each TP rank's shard under sequence parallelism
+        meets the FP8 recipe's alignment (`padding.sequence_multiple`); rows are padded with fully
+        masked dummies."""
         mbs = min(self.config.optim.micro_batch_size, len(rows))
-        width = int(batch.attention_mask[rows].sum(dim=1).max())
-        multiple = 1
-        if self.tconfig.sequence_parallel:
-            multiple = self.layout.tp_size
-        if self.tconfig.fp8:
-            multiple = multiple * 16 // math.gcd(multiple, 16)
-        width = -(-width // multiple) * multiple
+        width = padded_width(int(batch.attention_mask[rows].sum(dim=1).max()), self.config.train.megatron)
         padded = rows + [-1] * (-len(rows) % mbs)
         micro = []
         for start in range(0, len(padded), mbs):
@@ -234,8 +229,8 @@ class MegatronBackend:
 
     def hf_buckets(self, bucket_bytes: int | None = None, grads: bool = False
                    ) -> Iterator[list[tuple[str, torch.Tensor]]]:
-        """Full HF-named weights (with `grads`: the last step's gradients, after clipping) in buckets;
-        a collective: every rank iterates and every rank gets all."""
+        """Full HF-named weights in buckets; a collective: every rank iterates and every rank gets all.
+        `grads` exports `param_grad` instead, a test helper (see there: not the clipped update on GPUs)."""
         size = bucket_bytes or self.config.rollout.sglang.bucket_megabytes * 2**20
         value = param_grad if grads else param_value
         dtype = torch.float32 if grads else self.dtype

@@ -114,7 +114,10 @@ def param_value(param: torch.nn.Parameter) -> torch.Tensor:
 
 
 def param_grad(param: torch.nn.Parameter) -> torch.Tensor:
-    """The gradient megatron's DDP accumulated (`main_grad`) or autograd's `.grad`; zeros if none."""
+    """The gradient megatron's DDP accumulated (`main_grad`) or autograd's `.grad`; zeros if none. A test
+    helper (the distributed tests compare gradients with it): under the distributed optimizer
+    `main_grad` is reduced only in this rank's shard, and it is never clipped (clipping acts on the
+    optimizer's fp32 copies), so it is not the update that was applied."""
     grad = getattr(param, "main_grad", None)
     if grad is None:
         grad = param.grad

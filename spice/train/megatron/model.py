@@ -55,6 +55,12 @@ def read_hf_arch(model_dir: str | Path) -> HFArch:
         raise ValueError(f"{path}: model_type {model_type!r} is not one of {', '.join(SUPPORTED_MODEL_TYPES)}")
     if cfg.get("hidden_act", "silu") != "silu":
         raise ValueError(f"{path}: hidden_act {cfg['hidden_act']!r} is not silu (SwiGLU)")
+    window = cfg.get("sliding_window")
+    windowed = model_type == "mistral" or cfg.get("use_sliding_window", False)  # qwen2/3 gate it by a flag
+    if window is not None and windowed and window < cfg.get("max_position_embeddings", 4096):
+        raise ValueError(f"{path}: sliding_window {window} (sliding-window attention) is not supported by the "
+                         "megatron backend, which would attend over the full context and so differ from the "
+                         "policy SGLang and transformers sample past that many tokens")
     rope = cfg.get("rope_parameters") or {}
     rope_theta = cfg.get("rope_theta") or rope.get("rope_theta") or 10000.0
     rope_scaling = cfg.get("rope_scaling")
