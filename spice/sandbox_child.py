@@ -110,7 +110,7 @@ def run(request: dict) -> dict:
     sys.stdout = sys.stderr = out
     error = ""
     try:
-        exec(code, {"__builtins__": guarded_builtins(allowed), "__name__": "__check__"})
+        exec(code, {"__builtins__": guarded_builtins(allowed), "__name__": "__main__"})
     except SystemExit as exc:
         if exc.code not in (None, 0):
             error = f"SystemExit: {exc.code!r}"[:500]

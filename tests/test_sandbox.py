@@ -48,6 +48,7 @@ def test_program_errors_are_results_not_exceptions(mode):
     assert "(line 2)" in run_python("x = 1\nprint(x / 0)", mode=mode).error
     assert "SyntaxError" in run_python("print(", mode=mode).error
     assert run_python("raise SystemExit(0)", mode=mode).ok
+    assert run_python("if __name__ == '__main__':\n    print(7)", mode=mode).stdout == "7\n"
     assert not run_python("raise SystemExit(3)", mode=mode).ok
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 import time
 from collections import Counter
@@ -78,15 +79,19 @@ def scripted(mode: str, args: argparse.Namespace) -> dict:
     ran = [record["seconds"] for _, record in checked if record["seconds"]]
     quick = [record["seconds"] for (_, record), label in zip(checked, labels)
              if record["seconds"] and label in ("passed", "check_mismatch")]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     empty = run_many(["pass"] * 8, timeout=5.0, mode=mode, workers=1)
     serial = (time.perf_counter() - start) / 8
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / 8
     return {"mode": mode, "outputs": len(texts), "programs_run": len(ran),
             "agree_with_label": sum(v == label for v, label in zip(verdicts, labels)),
             "verdicts": dict(Counter(verdicts).most_common()), "check_wall_seconds": round(wall, 2),
             "program_seconds_p50": round(_percentile(quick, 0.5), 3),
             "program_seconds_p95": round(_percentile(quick, 0.95), 3),
-            "empty_program_seconds_serial": round(serial, 3), "empty_ok": all(r.ok for r in empty)}
+            "empty_program_seconds_serial": round(serial, 3), "empty_program_cpu_seconds": round(cpu, 3),
+            "empty_ok": all(r.ok for r in empty)}
 
 
 def model_part(args: argparse.Namespace) -> dict:
@@ -151,15 +156,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"cpus": os.cpu_count(), "scripted": rows, "model": model}))
         return 0
     print(f"{len(SCRIPTED)} scripted outputs x {args.repeat}, timeout {args.timeout} s, {os.cpu_count()} CPUs")
-    print("| mode | verdicts as labelled | programs run | check wall s | s/program p50 | p95 | empty program s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| mode | verdicts as labelled | programs run | check wall s | s/program p50 | p95 | empty program s "
+          "| empty program CPU s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "unavailable" in r:
-            print(f"| {r['mode']} | unavailable: {r['unavailable']} | | | | | |")
+            print(f"| {r['mode']} | unavailable: {r['unavailable']} | | | | | | |")
             continue
         print(f"| {r['mode']} | {r['agree_with_label']} / {r['outputs']} | {r['programs_run']} | "
               f"{r['check_wall_seconds']} | {r['program_seconds_p50']} | {r['program_seconds_p95']} | "
-              f"{r['empty_program_seconds_serial']} |")
+              f"{r['empty_program_seconds_serial']} | {r['empty_program_cpu_seconds']} |")
     if model:
         print(json.dumps(model, indent=1))
     return 0
