@@ -40,6 +40,7 @@ log = logging.getLogger("spice.serve")
 
 SAMPLING_KEYS = {"n", "temperature", "top_p", "max_new_tokens", "json_schema", "sampling_seed",
                  "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim"}
+BATCH_WINDOW = 0.02  # seconds the batcher waits for more requests before it runs a batch
 DTYPE_NAMES = {"float32", "bfloat16", "float16", "auto", "float", "half"}
 
 
@@ -95,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @dataclass
 class _Job:
     prompts: list[list[int]]
-    sampling: Any  # SamplingParams with n=1; every prompt is already repeated n times
+    sampling: Any  # SamplingParams (with n) shared by the job's prompts
     done: threading.Event = field(default_factory=threading.Event)
     result: list | None = None
     error: BaseException | None = None
@@ -125,37 +126,37 @@ class StandIn:
         self.health_generates = not (self.release.health_switch
                                      and not _env_true("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", True))
         self.requests_served = 0
+        self.batches_run = 0  # engine batches: requests in flight together share one
         self.health_generations = 0
         threading.Thread(target=self._batch_loop, name="batcher", daemon=True).start()
 
     # ----- generation ----------------------------------------------------------------------------
     def _batch_loop(self) -> None:
-        """Take every waiting job, merge those with equal sampling, run each group as one batch."""
+        """Take every waiting job (those arriving within `BATCH_WINDOW` s of each other), and run them
+        all as one batch of the engine, each prompt with its own request's sampling."""
         while True:
             pending = [self.jobs.get()]
             while True:
                 try:
-                    pending.append(self.jobs.get_nowait())
+                    pending.append(self.jobs.get(timeout=BATCH_WINDOW))
                 except queue.Empty:
                     break
-            groups: dict[Any, list[_Job]] = {}
-            for job in pending:
-                groups.setdefault(job.sampling, []).append(job)
-            for sampling, jobs in groups.items():
-                prompts = [p for job in jobs for p in job.prompts]
-                try:
-                    with self.lock:
-                        outputs = self.engine.generate(prompts, sampling)
-                except BaseException as error:  # the handler threads report it as HTTP 500
-                    for job in jobs:
-                        job.error = error
-                        job.done.set()
-                    continue
-                start = 0
-                for job in jobs:
-                    job.result = [o[0] for o in outputs[start:start + len(job.prompts)]]
-                    start += len(job.prompts)
+            prompts = [p for job in pending for p in job.prompts]
+            params = [job.sampling for job in pending for _ in job.prompts]
+            try:
+                with self.lock:
+                    self.batches_run += 1
+                    outputs = self.engine.generate(prompts, params)
+            except BaseException as error:  # the handler threads report it as HTTP 500
+                for job in pending:
+                    job.error = error
                     job.done.set()
+                continue
+            start = 0
+            for job in pending:
+                job.result = [c for group in outputs[start:start + len(job.prompts)] for c in group]
+                start += len(job.prompts)
+                job.done.set()
 
     def generate(self, body: dict[str, Any]) -> Any:
         from spice.rollout.base import SamplingParams
@@ -172,7 +173,7 @@ class StandIn:
         try:
             n = int(params.get("n", 1))
             sampling = SamplingParams(
-                n=1, temperature=float(params.get("temperature", 1.0)), top_p=float(params.get("top_p", 1.0)),
+                n=n, temperature=float(params.get("temperature", 1.0)), top_p=float(params.get("top_p", 1.0)),
                 max_new_tokens=int(params.get("max_new_tokens", 128)), json_schema=params.get("json_schema"),
                 seed=None if params.get("sampling_seed") is None else int(params["sampling_seed"]))
         except (TypeError, ValueError) as error:
@@ -181,9 +182,9 @@ class StandIn:
             raise BadRequest("sampling_params: n must be >= 1 and max_new_tokens >= 0")
         started = time.perf_counter()
         self.requests_served += 1
-        job = self._run(_Job([p for p in prompts for _ in range(n)], sampling))
+        job = self._run(_Job(prompts, sampling))
         assert job.result is not None
-        outputs = [self._output(c, len(job.prompts[i]), sampling, bool(body.get("return_logprob")), started)
+        outputs = [self._output(c, len(job.prompts[i // n]), sampling, bool(body.get("return_logprob")), started)
                    for i, c in enumerate(job.result)]
         return outputs[0] if single and n == 1 else outputs
 
@@ -430,7 +431,8 @@ class _Handler(BaseHTTPRequestHandler):
         app = self.server.app
         path = self.path.split("?", 1)[0]
         server_info = lambda: {**vars(app.args), "api_key": None, "weight_version": app.weight_version,  # noqa: E731
-                               "requests_served": app.requests_served, "version": app.release.version,
+                               "requests_served": app.requests_served, "batches_run": app.batches_run,
+                               "version": app.release.version,
                                "health_generations": app.health_generations, "stand_in": "spice serve"}
         routes = {
             "/generate": lambda: app.generate(body or {}),

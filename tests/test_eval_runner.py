@@ -13,7 +13,7 @@ import torch
 from spice.eval import command
 from spice.eval.benchmarks import Benchmark, Item
 from spice.eval.runner import evaluate, evaluate_during_training, format_table, rescore
-from spice.rollout.base import Completion, SamplingParams
+from spice.rollout.base import Completion, per_prompt
 from spice.testing import TOKENIZER_DIR, tiny_model_dir
 
 DATA = Path(__file__).parent / "data"
@@ -39,14 +39,15 @@ class ScriptedEngine:
     def __init__(self, tokenizer, answers: dict[str, list[str]]) -> None:
         self.tokenizer, self.answers, self.calls = tokenizer, answers, []
 
-    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[Completion]]:
-        self.calls.append(sampling)
+    def generate(self, prompts: list[list[int]], sampling) -> list[list[Completion]]:
+        params = per_prompt(sampling, len(prompts))
+        self.calls.append(params)
         out = []
-        for index, prompt in enumerate(prompts):
+        for index, (prompt, one) in enumerate(zip(prompts, params)):
             text = self.tokenizer.decode(prompt)
             responses = next(r for q, r in self.answers.items() if q in text)
             out.append([Completion(index, responses[k % len(responses)], [1, 2, 3], [0.0] * 3, "stop", 0)
-                        for k in range(sampling.n)])
+                        for k in range(one.n)])
         return out
 
     def update_weights(self, named_tensors, version: int) -> dict:
@@ -70,7 +71,7 @@ def test_scores_are_means_of_verdicts(tokenizer, tmp_path: Path) -> None:
     })
     lines = []
     result = evaluate(engine, tokenizer, [MATH, MCQ], samples=4, temperature=0.6, max_new_tokens=64,
-                      chunk_size=1, log=lines.append, output=tmp_path / "out" / "result.json")
+                      log=lines.append, output=tmp_path / "out" / "result.json")
     assert result["scores"] == {"toy_math": pytest.approx(0.375), "toy_mcq": 1.0}
     assert result["mean"] == pytest.approx((0.375 + 1.0) / 2)
     records = result["benchmarks"]["toy_math"]["records"]
@@ -79,8 +80,9 @@ def test_scores_are_means_of_verdicts(tokenizer, tmp_path: Path) -> None:
     assert first["gold"] == "5" and "What is 2 + 3?" in first["prompt"]
     assert [s["correct"] for s in first["samples"]] == [True, False, True, True]
     assert first["samples"][1]["extracted"] == "4" and first["samples"][1]["response"] == "\\boxed{4}"
-    call = engine.calls[0]
-    assert call.n == 4 and call.temperature == 0.6 and call.max_new_tokens == 64
+    (call,) = engine.calls  # one request for every item of both benchmarks
+    assert len(call) == 3 and all(p.n == 4 and p.temperature == 0.6 and p.max_new_tokens == 64 for p in call)
+    assert len({p.seed for p in call}) == 3  # every item its own random stream
     assert result["benchmarks"]["toy_mcq"]["skipped"] == ["file line 3: bad"]
     assert any("skipped file line 3" in line for line in lines)
     assert any("toy_math: 2/2 items" in line for line in lines)
@@ -100,7 +102,7 @@ def test_greedy_is_the_default_and_samples_need_a_temperature(tokenizer) -> None
     engine = ScriptedEngine(tokenizer, {"2 + 3": ["\\boxed{5}"], "7 * 6": ["\\boxed{42}"]})
     result = evaluate(engine, tokenizer, [MATH], log=None)
     assert result["scores"]["toy_math"] == 1.0
-    assert engine.calls[0].temperature == 0 and engine.calls[0].n == 1
+    assert all(p.temperature == 0 and p.n == 1 and p.seed is None for p in engine.calls[0])
     with pytest.raises(ValueError, match="temperature"):
         evaluate(engine, tokenizer, [MATH], samples=4, log=None)
     with pytest.raises(ValueError, match="given twice"):

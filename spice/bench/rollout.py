@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--new-tokens", type=int, default=2048, help="memory: tokens generated per row")
     parser.add_argument("--layers", type=int, default=None,
                         help="memory: decoder layers of the random model (default: the embedded model's)")
+    parser.add_argument("--hidden", type=int, default=None,
+                        help="memory: hidden size of the random model, one 64-wide head per 64 (default: the "
+                             "embedded model's); the stacked logits' memory depends only on rows, tokens, vocab")
     parser.add_argument("--config", default="examples/cpu_demo.yaml", help="demo: the run config")
     parser.add_argument("--iterations", type=int, default=2, help="demo: rollout iterations measured")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -49,6 +52,10 @@ def measure_memory(args: argparse.Namespace) -> dict:
     config = AutoConfig.from_pretrained(source)
     if args.layers is not None:
         config.num_hidden_layers = args.layers
+    if args.hidden is not None:
+        config.hidden_size, config.intermediate_size = args.hidden, 3 * args.hidden
+        config.num_attention_heads = config.num_key_value_heads = max(1, args.hidden // 64)
+        config.head_dim = args.hidden // config.num_attention_heads
     config.max_position_embeddings = max(config.max_position_embeddings, 64 + args.new_tokens)
     with tempfile.TemporaryDirectory(prefix="spice-bench-rollout-") as scratch:
         torch.manual_seed(0)
@@ -63,6 +70,7 @@ def measure_memory(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"rows": args.rows, "new_tokens": args.new_tokens, "layers": config.num_hidden_layers,
+            "hidden": config.hidden_size,
             "vocab": config.vocab_size, "tokens": sum(len(c.token_ids) for c in group),
             "seconds": round(seconds, 1), "rss_before_gb": round(before / 1e9, 3),
             "peak_rss_delta_gb": round((peak - before) / 1e9, 3),

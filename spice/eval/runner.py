@@ -9,13 +9,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from spice.config import EvalConfig
 from spice.eval.benchmarks import Benchmark, Item, load_benchmark, subset
 from spice.eval.scoring import item_prompt, judge
-from spice.rollout.base import RolloutEngine, SamplingParams
+from spice.rollout.base import Completion, RolloutEngine, SamplingParams, per_prompt, sample_seed
 
 
 def _stderr(line: str) -> None:
@@ -31,76 +32,77 @@ def _resolve(benchmarks: Sequence[str | Benchmark]) -> list[Benchmark]:
     return resolved
 
 
-def _evaluate_one(engine: RolloutEngine, tokenizer, benchmark: Benchmark, items: list[Item],
-                  sampling: SamplingParams, style: str, chunk_size: int,
-                  log: Callable[[str], None] | None) -> dict[str, Any]:
-    started = time.perf_counter()
-    records: list[dict[str, Any]] = []
-    for start in range(0, len(items), chunk_size):
-        chunk = items[start:start + chunk_size]
-        prompts = [item_prompt(tokenizer, item, style, benchmark.name) for item in chunk]
-        params = sampling if sampling.seed is None else SamplingParams(
-            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-            max_new_tokens=sampling.max_new_tokens, seed=sampling.seed + start)
-        groups = engine.generate(prompts, params)
-        pairs = [(c.text, item) for item, group in zip(chunk, groups) for c in group]
-        verdicts = iter(judge(pairs))
-        for item, prompt, group in zip(chunk, prompts, groups):
-            answers = []
-            for completion in group:
-                verdict = next(verdicts)
-                answers.append({"response": completion.text, "extracted": verdict.extracted,
-                                "correct": verdict.correct, "finish_reason": completion.finish_reason,
-                                "tokens": len(completion.token_ids)})
-            records.append({
-                "id": item.id, "question": item.question, "choices": list(item.choices), "gold": item.answer,
-                "kind": item.kind, "prompt": tokenizer.decode(prompt),
-                "score": statistics.fmean(a["correct"] for a in answers) if answers else 0.0,
-                "samples": answers,
-            })
-        if log is not None:
-            done = len(records)
-            elapsed = time.perf_counter() - started
-            eta = elapsed / done * (len(items) - done)
-            running = statistics.fmean(r["score"] for r in records)
-            log(f"[eval] {benchmark.name}: {done}/{len(items)} items | score so far {running:.3f} | "
-                f"{elapsed:.0f}s elapsed, ~{eta:.0f}s left")
-    score = statistics.fmean(r["score"] for r in records) if records else None
-    return {"score": score, "items": len(records), "total_items": len(benchmark.items),
-            "source": benchmark.source, "skipped": benchmark.skipped,
-            "seconds": round(time.perf_counter() - started, 2), "records": records}
+def _records(tokenizer, benchmark: Benchmark, items: list[Item], prompts: list[list[int]],
+             groups: list[list[Completion]]) -> list[dict[str, Any]]:
+    """Judge every answer of one benchmark; one record per item."""
+    pairs = [(c.text, item) for item, group in zip(items, groups) for c in group]
+    verdicts = iter(judge(pairs))
+    records = []
+    for item, prompt, group in zip(items, prompts, groups):
+        answers = []
+        for completion in group:
+            verdict = next(verdicts)
+            answers.append({"response": completion.text, "extracted": verdict.extracted,
+                            "correct": verdict.correct, "finish_reason": completion.finish_reason,
+                            "tokens": len(completion.token_ids)})
+        records.append({
+            "id": item.id, "question": item.question, "choices": list(item.choices), "gold": item.answer,
+            "kind": item.kind, "prompt": tokenizer.decode(prompt),
+            "score": statistics.fmean(a["correct"] for a in answers) if answers else 0.0,
+            "samples": answers,
+        })
+    return records
 
 
 def evaluate(engine: RolloutEngine, tokenizer, benchmarks: Sequence[str | Benchmark],
              limit: int | None = None, samples: int = 1, temperature: float = 0.0,
              max_new_tokens: int = 512, *, top_p: float = 1.0,
-             prompt_style: str = "paper", seed: int = 0, chunk_size: int | None = None,
+             prompt_style: str = "paper", seed: int = 0,
              log: Callable[[str], None] | None = _stderr, output: str | Path | None = None) -> dict[str, Any]:
     """Score `engine` on each benchmark (name, `name=path.jsonl` or a loaded `Benchmark`).
 
     Each benchmark uses `limit` items (a fixed-seed subset, all when None); each item is answered
-    `samples` times and scores the mean of its verdicts. Items go to the engine `chunk_size` at a time
-    (default: the engine's `batch_size`, else 256), with a progress line after each chunk. Returns the
-    settings, per-benchmark scores, their mean and per-item records; writes them as JSON to `output`."""
+    `samples` times and scores the mean of its verdicts. Every item of every benchmark goes to the engine
+    in one request (the engine batches), then a line per benchmark. Returns the settings,
+    per-benchmark scores, their mean and per-item records; writes them as JSON to `output`."""
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     if samples > 1 and temperature <= 0:
         raise ValueError(f"samples={samples} needs a temperature above 0 (greedy answers are all the same)")
-    if chunk_size is None:
-        chunk_size = getattr(engine, "batch_size", None) or 256
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     loaded = _resolve(benchmarks)
     sampling = SamplingParams(n=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                               seed=seed if temperature > 0 else None)
-    results: dict[str, dict[str, Any]] = {}
+    chosen: list[tuple[Benchmark, list[Item], list[list[int]]]] = []
+    prompts, params = [], []
     for benchmark in loaded:
         if log is not None:
             for problem in benchmark.skipped:
                 log(f"[eval] skipped {problem}")
         items = subset(benchmark.items, limit, seed)
-        results[benchmark.name] = _evaluate_one(engine, tokenizer, benchmark, items, sampling, prompt_style,
-                                                chunk_size, log)
+        chosen.append((benchmark, items, [item_prompt(tokenizer, item, prompt_style, benchmark.name)
+                                          for item in items]))
+        prompts += chosen[-1][2]
+        own = sampling if sampling.seed is None else replace(sampling, seed=sample_seed(sampling.seed, benchmark.name))
+        params += per_prompt(own, len(items))  # a benchmark's seeds do not depend on the others chosen
+    if log is not None:
+        log(f"[eval] generating {len(prompts)} items x {samples} samples in one request")
+    started = time.perf_counter()
+    groups = engine.generate(prompts, params) if prompts else []
+    generated = time.perf_counter() - started
+    results: dict[str, dict[str, Any]] = {}
+    offset = 0
+    for benchmark, items, item_prompts in chosen:
+        judged = time.perf_counter()
+        records = _records(tokenizer, benchmark, items, item_prompts, groups[offset:offset + len(items)])
+        offset += len(items)
+        score = statistics.fmean(r["score"] for r in records) if records else None
+        results[benchmark.name] = {
+            "score": score, "items": len(records), "total_items": len(benchmark.items),
+            "source": benchmark.source, "skipped": benchmark.skipped,
+            "judge_seconds": round(time.perf_counter() - judged, 2), "records": records}
+        if log is not None:
+            log(f"[eval] {benchmark.name}: {len(records)}/{len(items)} items | score "
+                f"{'-' if score is None else f'{score:.3f}'} | {time.perf_counter() - started:.0f}s elapsed")
     scores = {name: r["score"] for name, r in results.items()}
     scored = [s for s in scores.values() if s is not None]
     result = {
@@ -108,6 +110,7 @@ def evaluate(engine: RolloutEngine, tokenizer, benchmarks: Sequence[str | Benchm
                      "max_new_tokens": max_new_tokens, "prompt_style": prompt_style, "seed": seed},
         "scores": scores,
         "mean": statistics.fmean(scored) if scored else None,
+        "generate_seconds": round(generated, 2),  # the one request for every benchmark's items
         "benchmarks": results,
     }
     if output is not None:

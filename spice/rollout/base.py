@@ -49,8 +49,8 @@ def per_prompt(sampling: SamplingParams | Sequence[SamplingParams], count: int) 
     return list(sampling)
 
 
-def sample_seed(seed: int, index: int) -> int:
-    """A 63-bit seed for item `index` (a prompt, or one of its n samples) of a stream seeded `seed`."""
+def sample_seed(seed: int, index: int | str) -> int:
+    """A 63-bit seed for item `index` (a prompt, one of its n samples, a named part) of stream `seed`."""
     return random.Random(f"{seed}/{index}").randrange(2**63)
 
 
