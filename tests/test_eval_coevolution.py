@@ -107,3 +107,12 @@ def test_spice_coevolve_command_with_tiny_models(tmp_path: Path, capsys: pytest.
 def test_spice_coevolve_rejects_a_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     status = coevolution.run(_args("--challenger", str(tmp_path / "nope"), "--reasoner", "embedded"))
     assert status == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_matrix_picture_is_a_png_with_an_empty_cell(tmp_path: Path) -> None:
+    rates = {"runs/x/step_000005": {"embedded": 0.25, "runs/x/step_000030": None},
+             "embedded": {"embedded": 0.5, "runs/x/step_000030": 1.0}}
+    path = coevolution.draw_matrix(list(rates), ["embedded", "runs/x/step_000030"], rates,
+                                   {"runs/x/step_000005": 0, "embedded": 3}, tmp_path / "m" / "matrix.png")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000

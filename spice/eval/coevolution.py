@@ -77,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the document sample and the decoding")
     parser.add_argument("--config", help="YAML config (corpus, challenger, reasoner, rollout sections)")
     parser.add_argument("--output", default="runs/coevolution.json", help="JSON file with tasks and verdicts")
+    parser.add_argument("--picture", help="also draw the pass-rate matrix to this PNG file (a heatmap)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
 
 
@@ -96,6 +97,38 @@ def _table(challengers: list[str], reasoners: list[str], rates: dict[str, dict[s
         cells = ["-" if rates[c][r] is None else f"{100 * rates[c][r]:.1f}%" for r in reasoners]
         lines.append(f"{c:<{width}}  " + "  ".join(f"{cell:>12}" for cell in cells))
     return "\n".join(lines)
+
+
+def draw_matrix(challengers: list[str], reasoners: list[str], rates: dict[str, dict[str, float | None]],
+                tasks: dict[str, int], path: str | Path) -> Path:
+    """The pass-rate matrix as a heatmap PNG (rows: challengers with their task counts; empty cells grey)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.array([[np.nan if rates[c][r] is None else 100 * rates[c][r] for r in reasoners]
+                       for c in challengers], dtype=float)
+    figure, axes = plt.subplots(figsize=(1.8 + 1.6 * len(reasoners), 1.2 + 0.9 * len(challengers)))
+    image = axes.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=100)
+    image.cmap.set_bad("lightgrey")
+    for i in range(len(challengers)):
+        for j in range(len(reasoners)):
+            text = "-" if np.isnan(values[i, j]) else f"{values[i, j]:.1f}%"
+            axes.text(j, i, text, ha="center", va="center", color="white" if values[i, j] < 60 else "black")
+    axes.set_xticks(range(len(reasoners)), [Path(r).name for r in reasoners], rotation=20)
+    axes.set_yticks(range(len(challengers)), [f"{Path(c).name} ({tasks[c]} tasks)" for c in challengers])
+    axes.set_xlabel("reasoner")
+    axes.set_ylabel("challenger")
+    axes.set_title("pass rate of each reasoner on each challenger's tasks")
+    figure.colorbar(image, ax=axes, label="pass rate %")
+    figure.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,4 +188,7 @@ def run(args: argparse.Namespace) -> int:
     output.write_text(json.dumps(result, indent=1, ensure_ascii=False))
     print(_table(args.challenger, args.reasoner, rates))
     print(f"tasks and verdicts: {output}")
+    if args.picture:
+        counts = {c: len(tasks) for c, tasks in tasks_of.items()}
+        print(f"picture: {draw_matrix(args.challenger, args.reasoner, rates, counts, args.picture)}")
     return 0
