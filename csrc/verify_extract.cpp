@@ -34,11 +34,12 @@ size_t marker_end(std::string_view t, size_t p) {
   return std::string_view::npos;
 }
 
-// End of the last answer marker in `t`, or npos.
-size_t last_marker(std::string_view t) {
+// End of the last answer marker in `t`, or npos; for MCQ replies also "choice is" / "option is" (the
+// three marker words have six letters).
+size_t last_marker(std::string_view t, bool mcq = false) {
   if (t.size() < 6) return std::string_view::npos;
   for (size_t p = t.size() - 6 + 1; p-- > 0;) {
-    if (match_ci(t, p, "answer")) {
+    if (match_ci(t, p, "answer") || (mcq && (match_ci(t, p, "choice") || match_ci(t, p, "option")))) {
       size_t e = marker_end(t, p);
       if (e != std::string_view::npos) return e;
     }
@@ -63,31 +64,23 @@ bool word_at(std::string_view t, size_t i, size_t e, std::string_view word) {
          (i + word.size() == t.size() || !is_alnum(t[i + word.size()]));
 }
 
-// Whether t[b, e) names an option other than `letter`: "(C)", "C)", or a letter joined by "or",
-// "and", ',', '/' or '&' (a bare "I" only as "I)", the pronoun being common).
+// Whether the text right after a stated letter, t[b, e), names another option: "(C)", "C)", or a
+// letter after "or", "and", ',', '/' or '&' ("A) or B)", "(A) (B)"; a bare "I" only as "I)", the
+// pronoun being common). A later mention ("because (A) is too small") is no second answer.
 bool names_another_choice(std::string_view t, size_t b, size_t e, char letter) {
-  for (size_t i = b; i < e; ++i) {
-    char c = t[i];
-    if (c == ')' && i > b && is_upper_choice(t[i - 1]) && t[i - 1] != letter && (i < 2 || !is_alnum(t[i - 2]))) {
-      return true;
-    }
-    size_t j = std::string_view::npos;
-    if (c == ',' || c == '/' || c == '&') {
-      j = i + 1;
-    } else if (word_at(t, i, e, "or")) {
-      j = i + 2;
-    } else if (word_at(t, i, e, "and")) {
-      j = i + 3;
-    }
-    if (j == std::string_view::npos) continue;
-    while (j < e && is_space(t[j])) ++j;
-    if (j < e && t[j] == '(') ++j;
-    if (j < e && is_upper_choice(t[j]) && t[j] != letter && (j + 1 == t.size() || !is_alnum(t[j + 1])) &&
-        (t[j] != 'I' || (j + 1 < t.size() && t[j + 1] == ')'))) {
-      return true;
-    }
+  size_t j = b;
+  while (j < e && is_space(t[j])) ++j;
+  if (j < e && (t[j] == ',' || t[j] == '/' || t[j] == '&')) {
+    ++j;
+  } else if (word_at(t, j, e, "or")) {
+    j += 2;
+  } else if (word_at(t, j, e, "and")) {
+    j += 3;
   }
-  return false;
+  while (j < e && is_space(t[j])) ++j;
+  if (j < e && t[j] == '(') ++j;
+  return j < e && is_upper_choice(t[j]) && t[j] != letter && (j + 1 == t.size() || !is_alnum(t[j + 1])) &&
+         (t[j] != 'I' || (j + 1 < t.size() && t[j + 1] == ')'));
 }
 
 std::optional<std::string> phrase_answer(std::string_view t) {
@@ -126,8 +119,8 @@ std::optional<std::string> last_number(std::string_view t) {
 }
 
 std::optional<char> mcq_from_text(std::string_view t) {
-  // 1. after the last answer marker: "(B)" or "B", optionally after "option"/"choice", alone in its statement.
-  size_t q = last_marker(t);
+  // 1. after the last answer marker: "(B)" or "B", optionally after "option"/"choice", and no other letter.
+  size_t q = last_marker(t, true);
   if (q != std::string_view::npos) {
     while (q < t.size() && is_space(t[q])) ++q;
     if (match_ci(t, q, "option") || match_ci(t, q, "choice")) {
@@ -144,7 +137,7 @@ std::optional<char> mcq_from_text(std::string_view t) {
       after = q + 3;
     } else if (q < t.size() && is_upper_choice(t[q]) && (q + 1 == t.size() || !is_alnum(t[q + 1]))) {
       letter = t[q];
-      after = q + 1;
+      after = q + 1 < t.size() && (t[q + 1] == ')' || t[q + 1] == ':') ? q + 2 : q + 1;
     }
     if (letter != 0 && !names_another_choice(t, after, statement_end(t, q), letter)) return letter;
     return std::nullopt;

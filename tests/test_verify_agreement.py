@@ -50,6 +50,12 @@ def test_fast_path_never_disagrees_with_math_verify(suite, record_property):
     assert undecided_share < 0.25  # the suite is edge-case heavy; realistic outputs are decided far more often
 
 
+def test_hand_labelled_rows_say_why(suite):
+    rows, _, _ = suite
+    hand = [r for r in rows if r.get("label") == "hand"]
+    assert len(hand) >= 20 and all(r.get("why") for r in hand)
+
+
 def test_combined_verifier_gives_the_expected_verdicts(suite):
     rows, items, _ = suite
     got = V.verify_batch(items)

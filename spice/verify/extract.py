@@ -23,6 +23,7 @@ MAX_PHRASE_BYTES = 256  # a "the answer is ..." text longer than this is not tak
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)[ \t\n\r\f\v]*\{")
 _BRACE_RE = re.compile(r"[{}]")
 _ANSWER_RE = re.compile(r"answer", re.IGNORECASE | re.ASCII)
+_MCQ_MARKER_RE = re.compile(r"(?=(answer|choice|option))", re.IGNORECASE | re.ASCII)
 _NUMBER_RE = re.compile(r"-?[0-9]+(?:,[0-9]{3})*(?:\.[0-9]+)?")
 _LETTER_WRAPPERS = ("\\text{", "\\textbf{", "\\mathrm{", "\\mathbf{", "\\textrm{")
 
@@ -69,29 +70,24 @@ def _word_at(t: str, i: int, e: int, word: str) -> bool:
 
 
 def names_another_choice(t: str, b: int, e: int, letter: str) -> bool:
-    """Whether t[b:e] names an option other than `letter`: "(C)", "C)", or a letter joined by "or",
-    "and", ',', '/' or '&' (a bare "I" only as "I)", the pronoun being common)."""
-    n = len(t)
-    for i in range(b, e):
-        c = t[i]
-        if c == ")" and i > b and is_upper_choice(t[i - 1]) and t[i - 1] != letter and (i < 2 or not is_alnum(t[i - 2])):
-            return True
-        if c in ",/&":
-            j = i + 1
-        elif _word_at(t, i, e, "or"):
-            j = i + 2
-        elif _word_at(t, i, e, "and"):
-            j = i + 3
-        else:
-            continue
-        while j < e and t[j] in WS:
-            j += 1
-        if j < e and t[j] == "(":
-            j += 1
-        if (j < e and is_upper_choice(t[j]) and t[j] != letter and (j + 1 == n or not is_alnum(t[j + 1]))
-                and (t[j] != "I" or (j + 1 < n and t[j + 1] == ")"))):
-            return True
-    return False
+    """Whether the text right after a stated letter, t[b:e], names another option: "(C)", "C)", or a
+    letter after "or", "and", ',', '/' or '&' ("A) or B)", "(A) (B)"; a bare "I" only as "I)", the
+    pronoun being common). A later mention ("because (A) is too small") is no second answer."""
+    n, j = len(t), b
+    while j < e and t[j] in WS:
+        j += 1
+    if j < e and t[j] in ",/&":
+        j += 1
+    elif _word_at(t, j, e, "or"):
+        j += 2
+    elif _word_at(t, j, e, "and"):
+        j += 3
+    while j < e and t[j] in WS:
+        j += 1
+    if j < e and t[j] == "(":
+        j += 1
+    return (j < e and is_upper_choice(t[j]) and t[j] != letter and (j + 1 == n or not is_alnum(t[j + 1]))
+            and (t[j] != "I" or (j + 1 < n and t[j + 1] == ")")))
 
 
 def parse_letter(content: str) -> str | None:
@@ -132,9 +128,10 @@ def _marker_end(t: str, p: int) -> int:
     return -1
 
 
-def _last_marker(t: str) -> int:
-    """End of the last "answer:" / "answer is" / "answer is:" marker, or -1."""
-    for m in reversed(list(_ANSWER_RE.finditer(t))):
+def _last_marker(t: str, mcq: bool = False) -> int:
+    """End of the last "answer:" / "answer is" / "answer is:" marker, or -1; for MCQ replies also
+    "choice is" / "option is"."""
+    for m in reversed(list((_MCQ_MARKER_RE if mcq else _ANSWER_RE).finditer(t))):
         end = _marker_end(t, m.start())
         if end >= 0:
             return end
@@ -166,7 +163,7 @@ def _phrase_answer(t: str) -> str | None:
 
 
 def _mcq_from_text(t: str) -> str | None:
-    n, q = len(t), _last_marker(t)
+    n, q = len(t), _last_marker(t, mcq=True)
     if q >= 0:
         while q < n and t[q] in WS:
             q += 1
@@ -179,7 +176,7 @@ def _mcq_from_text(t: str) -> str | None:
         if q + 2 < n and t[q] == "(" and is_upper_choice(t[q + 1]) and t[q + 2] == ")":
             letter, after = t[q + 1], q + 3
         elif q < n and is_upper_choice(t[q]) and (q + 1 == n or not is_alnum(t[q + 1])):
-            letter, after = t[q], q + 1
+            letter, after = t[q], q + 2 if q + 1 < n and t[q + 1] in "):" else q + 1
         else:
             return None
         return None if names_another_choice(t, after, _statement_end(t, q), letter) else letter

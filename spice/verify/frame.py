@@ -16,12 +16,17 @@ MAX_EXPONENT_DIGITS = 3  # 10^{1000} and above
 _COMMAND = re.compile(r"\\[A-Za-z]+")
 _TEXT_GROUP = re.compile(r"\\(?:text|textrm|textbf|mathrm|mbox|operatorname)\s*\{[^{}]*\}")
 _ASSIGNMENT = re.compile(r"^\s*[A-Za-z]\s*=")
-_LETTER = re.compile(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])")
+_MONOMIAL = re.compile(r"[-+]?\s*([0-9]+(?:\.[0-9]+)?|\\sqrt\{[0-9]+\}|\\frac\{[0-9]+\}\{[0-9]+\})?\s*"
+                       r"((?:(?<![A-Za-z])[A-Za-z](?![A-Za-z])\s*)+)")
 _UNIT_LETTERS = frozenset("mgsLKAVWNJhl")  # math-verify's unit rule drops these after a number
 _FINAL_UNIT = re.compile(r"[0-9]\s*([A-Za-z])\s*$")
 _DIGIT_GROUPS = re.compile(r"(?<![0-9.,])[0-9]+(?:[ \t]+[0-9]+)+(?![0-9]*\s*/)")
-_PRODUCT = re.compile(r"(?<=[0-9)])\s*(?=\()|(?<=\))\s*(?=[0-9])")
+_PRODUCT = re.compile(r"(?<=[0-9)}])\s*(?=\()|(?<=\\pi)\s*(?=\()|(?<=\))\s*(?=[0-9])")
+_JUXTAPOSED = re.compile(r"(?<=[A-Za-z0-9}])\s+(?=[A-Za-z](?![A-Za-z]))")
+_LN_NUMBER = re.compile(r"\\ln\s*([0-9]+(?:\.[0-9]+)?)(?![0-9.A-Za-z^{(])")
+_DECIMAL = re.compile(r"(?<![0-9.])([0-9]+)\.([0-9]+)(?![0-9.])")
 _DIGITS = re.compile(r"[0-9]+")
+_SPACED_DIGITS = re.compile(r"[0-9.]\s+[0-9.]")
 _BIG_FACTORIAL = re.compile(r"[0-9]{3,}\s*!")
 
 
@@ -81,14 +86,17 @@ def _thousands(run: str) -> bool:
     return 1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])
 
 
-def _has_letter_variable(s: str) -> bool:
-    """Single Latin letters read as variables (not e, E, i: numbers; not one unit letter after a number)."""
-    s = _COMMAND.sub(" ", _TEXT_GROUP.sub(" ", s))
-    s = _ASSIGNMENT.sub("", s)
+def _monomial_in_variables(s: str) -> bool:
+    """A nonzero coefficient times single-letter variables ("2a b", "5 x", "3t", "\\sqrt{2} m"), which
+    is no number; e, E and i are numbers, and one unit letter after a number is math-verify's unit."""
+    s = _ASSIGNMENT.sub("", _TEXT_GROUP.sub(" ", s)).strip()
     unit = _FINAL_UNIT.search(s)
     if unit and unit.group(1) in _UNIT_LETTERS:
-        s = s[:unit.start(1)]
-    return any(m.group() not in "eEi" for m in _LETTER.finditer(s))
+        s = s[:unit.start(1)].strip()
+    m = _MONOMIAL.fullmatch(s)
+    if m is None or not re.search(r"[A-DF-HJ-Za-df-hj-z]", m.group(2)):
+        return False
+    return m.group(1) is None or re.search(r"[1-9]", m.group(1)) is not None
 
 
 def _letters(s: str) -> bool:
@@ -101,13 +109,40 @@ def frame(answer: str, gold: str, letters_are_variables: bool = True) -> tuple[s
     if pathological(answer) or pathological(gold):
         return False
     if answer.replace(" ", "") == gold.replace(" ", ""):
-        return answer, gold
+        # the same up to spaces: juxtaposed letters are products ("a b c" is abc), digits are not ("2 3")
+        return True if not _SPACED_DIGITS.search(answer + " " + gold) else (answer, gold)
     if letters_are_variables and any(not _thousands(m.group()) for m in _DIGIT_GROUPS.finditer(answer)):
         return False  # "2 3": two numbers side by side are no number
-    if letters_are_variables and not _letters(gold) and _has_letter_variable(answer):
+    if letters_are_variables and not _letters(gold) and _monomial_in_variables(answer):
         return False  # "2a b", "5 x": a product with variables is no number
-    if not re.search(r"[A-Za-z,\[\]]", _COMMAND.sub("", answer)):
-        answer = _PRODUCT.sub("\\\\cdot ", answer)  # "(2)(3)", "2(3)": products
-    if not re.search(r"[A-Za-z,\[\]]", _COMMAND.sub("", gold)):
-        gold = _PRODUCT.sub("\\\\cdot ", gold)
+    if ("'" in answer) != ("'" in gold):
+        return False  # x' (a derivative, another symbol) is not x
+    if letters_are_variables:
+        answer, gold = _products(answer), _products(gold)
+        if _letters(answer) or _letters(gold):  # 0.1x+0.2x is 0.3x: exact decimals where there are variables
+            answer, gold = _exact_decimals(answer), _exact_decimals(gold)
     return answer, gold
+
+
+def _products(s: str) -> str:
+    """Juxtaposition written out: "(2)(3)", "2(3)", "\\pi(2)" and "a+b c" as products, "\\ln 2 \\cdot 3"
+    as (ln 2)*3; not a letter before "(" (a function call?), nor in lists and intervals."""
+    s = _LN_NUMBER.sub(lambda m: "\\ln(" + m.group(1) + ")", s)
+    if not re.search(r"[,\[\]]", s):
+        s = _PRODUCT.sub(lambda _: "\\cdot ", s)
+    unit = _FINAL_UNIT.search(s)
+    keep = unit.start(1) if unit and unit.group(1) in _UNIT_LETTERS and not _letters(s[:unit.start(1)]) else -1
+
+    def product(m: re.Match) -> str:
+        run = m.start()
+        while run > 0 and s[run - 1].isascii() and s[run - 1].isalpha():
+            run -= 1
+        after_command = run > 0 and s[run - 1] == "\\" and run < m.start()
+        return m.group() if m.end() == keep or after_command else "\\cdot "
+
+    return _JUXTAPOSED.sub(product, s)
+
+
+def _exact_decimals(s: str) -> str:
+    return _DECIMAL.sub(lambda m: "\\frac{" + (m.group(1) + m.group(2)).lstrip("0") + "0" * (
+        (m.group(1) + m.group(2)).lstrip("0") == "") + "}{1" + "0" * len(m.group(2)) + "}", s)

@@ -1,8 +1,10 @@
 """Append symbolic pairs to the agreement suite: random expressions in single-letter variables, \\pi
 and square roots, written by hand-style templates and by sympy's LaTeX printer, each paired with an
 equivalent rewrite (expanded, factored, reordered, rationalised) or a perturbed one, plus spellings
-math-verify reads in its own way (units, mixed numbers, "x^23", uppercase letters). Every pair is
-labelled by the authority (math-verify in the hang-proof pool, without the fast path).
+math-verify reads in its own way (units, mixed numbers, "x^23", uppercase letters). New pairs are
+labelled by math-verify alone (the pool, without the fast path or spice's framing); the rows where its
+reading and the mathematics differ were re-labelled by hand in the suite ("label": "hand", with "why"),
+and this script only appends pairs it has not written before, so it never overwrites them.
 
     python tests/data/verify_agreement_algebra.py            # appends (seeded, so reruns add nothing new)
     python tests/data/verify_agreement_algebra.py --check N  # N fresh random pairs: fast path vs math-verify
@@ -128,7 +130,7 @@ QUIRKS = [
 
 def labelled(pairs: list[tuple[str, str]]) -> list[dict]:
     items = [(B % a, g, "expression") for a, g in pairs]
-    verdicts = V.slow_verdicts(items)
+    verdicts = V.slow_verdicts(items, framed=False)
     return [dict(response=r, gold=g, kind=k, expected=v, source="algebra", note="symbolic pair")
             for (r, g, k), v in zip(items, verdicts)]
 

@@ -137,8 +137,8 @@ EDGE: list[tuple[str, str, str, bool, str]] = [
     ("The answer is (C).", "C", "mcq", True, "mcq phrase"),
     ("Answer: D", "D", "mcq", True, "mcq phrase"),
     ("The answer is B", "C", "mcq", False, "mcq phrase"),
-    ("Option (A) is wrong because of X. So the right one is (D).", "D", "mcq", True, "mcq last paren"),
-    ("I first thought A) but it is actually C)", "C", "mcq", True, "mcq last close paren"),
+    ("Option (A) is wrong because of X. So the right one is (D).", "D", "mcq", False, "mcq last paren (hand: no stated answer)"),
+    ("I first thought A) but it is actually C)", "C", "mcq", False, "mcq last close paren (hand: no stated answer)"),
     ("The answer is option C.", "C", "mcq", True, "mcq option word"),
     ("Final answer: choice B", "B", "mcq", True, "mcq choice word"),
     ("B", "B", "mcq", True, "mcq bare letter"),
@@ -158,10 +158,10 @@ EDGE: list[tuple[str, str, str, bool, str]] = [
     ("Answer: -12", "-12", "integer", True, "no box phrase"),
     ("The result is 2.5 meters", "2.5", "float", True, "no box last number"),
     # several boxes
-    ("First \\boxed{3}, wait, actually \\boxed{4}.", "4", "integer", True, "several boxes"),
+    ("First \\boxed{3}, wait, actually \\boxed{4}.", "4", "integer", False, "several boxes (hand: they disagree)"),
     ("First \\boxed{3}, wait, actually \\boxed{4}.", "3", "integer", False, "several boxes"),
     ("\\boxed{2} and then \\boxed{5", "2", "integer", True, "last box unclosed"),
-    ("\\boxed{\\frac{1}{2}} or \\boxed{\\frac{1}{3}}", "1/3", "float", True, "several boxes"),
+    ("\\boxed{\\frac{1}{2}} or \\boxed{\\frac{1}{3}}", "1/3", "float", False, "several boxes (hand: a hedge)"),
     # empty
     ("", "5", "integer", False, "empty"),
     (B % "", "5", "integer", False, "empty box"),
