@@ -78,10 +78,11 @@ def check_layout(model_dir: Path, tp: int, pp: int, recompute: bool, batch: Batc
         ps.destroy_model_parallel()
     config = load_config(None, [
         "train.backend=megatron", "train.megatron.bf16=false", f"train.megatron.tensor_model_parallel_size={tp}",
-        f"train.megatron.pipeline_model_parallel_size={pp}", "optim.micro_batch_size=2", "optim.lr=0.0",
+        f"train.megatron.pipeline_model_parallel_size={pp}", "optim.micro_batch_size=2",
         "optim.grad_clip=1.0e9", "loss.tis_cap=2.0", "rollout.sglang.bucket_megabytes=1"]
         + (["train.megatron.recompute_granularity=full", "train.megatron.recompute_method=uniform",
             "train.megatron.recompute_num_layers=1"] if recompute else []))
+    config.optim.lr = 0.0  # the step must leave the weights as loaded (a run's config refuses lr=0)
     backend = MegatronBackend(config, model_dir)
     logprobs = backend.logprobs(batch)
     metrics = backend.step(batch)
