@@ -1,6 +1,8 @@
 """`spice bench verify`: pairs per second of math-verify alone, the compiled fast path alone and the
-combined verifier on the agreement suite (a realistic mix), with their verdicts checked to be the same,
-and the worst single-item latency of the combined path."""
+combined verifier on the agreement suite (a realistic mix); the fast path checked against the Python
+reference path, the combined verdicts against math-verify on the rows where math-verify is right (the
+suite's labels), and the worst single-item latency of the combined path. `--adversarial N` times N
+pathological answers instead."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="math-verify worker processes")
     parser.add_argument("--timeout", type=float, default=V.DEFAULT_TIMEOUT_S, help="per-item math-verify timeout (s)")
     parser.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+    parser.add_argument("--adversarial", type=int, default=0, metavar="N",
+                        help="instead: time N pathological answers (3000 nested parentheses, towers, huge numbers)")
 
 
 def _fresh_pool() -> int:
@@ -40,8 +44,30 @@ def _rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
 
+def adversarial_items(n: int) -> list[tuple[str, str, str]]:
+    """`n` answers built to be slow for math-verify: deep nesting (most), towers and huge numbers."""
+    shapes = ["(" * 3000 + "5" + ")" * 3000, "{" * 3000 + "5" + "}" * 3000, "9^{9^{9^{9}}}", "9" * 5000 + "!"]
+    return [("\\boxed{" + shapes[0 if i % 8 else (i // 8) % len(shapes)] + "}", "5", "expression") for i in range(n)]
+
+
+def run_adversarial(n: int, as_json: bool) -> int:
+    """Time `verify_batch` on pathological answers with the workers started; 1 if any is judged correct."""
+    items = adversarial_items(n)
+    _fresh_pool()
+    start = time.perf_counter()
+    verdicts = V.verify_batch(items)
+    seconds = time.perf_counter() - start
+    result = {"answers": n, "seconds": round(seconds, 3), "judged_correct": sum(verdicts),
+              "math_verify_timeouts": V.get_pool().timeouts}
+    print(json.dumps(result) if as_json else "\n".join(f"{k:24s} {v}" for k, v in result.items()))
+    V.shutdown()
+    return 0 if not any(verdicts) else 1
+
+
 def run(args: argparse.Namespace) -> int:
     """Measure, check the verdicts agree, print a table (or JSON); 1 if verdicts differ."""
+    if args.adversarial:
+        return run_adversarial(args.adversarial, args.json)
     if V._C is None:
         print("spice bench verify: spice._C is not built; install the package first")
         return 2
@@ -64,12 +90,14 @@ def run(args: argparse.Namespace) -> int:
     fast_decided_s = (time.perf_counter() - start) / args.repeat
 
     start = time.perf_counter()
-    slow = V.slow_verdicts(items)
+    mv = V.slow_verdicts(items, framed=False)
     slow_s = time.perf_counter() - start
     timeouts += _fresh_pool()
     start = time.perf_counter()
-    V.slow_verdicts(decided_items)
+    V.slow_verdicts(decided_items, framed=False)
     slow_decided_s = time.perf_counter() - start
+    timeouts += _fresh_pool()
+    slow = V.slow_verdicts(items)  # the reference path: math-verify framed to follow the mathematics
 
     timeouts += _fresh_pool()
     start = time.perf_counter()
@@ -86,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
             worst, worst_item = elapsed, item
 
     fast_disagree = sum((fast[i] == V.EQUIVALENT) != slow[i] for i in decided)
-    combined_disagree = sum(c != s for c, s in zip(combined, slow))
+    expected = [r.get("expected") for r in rows]
+    right = [i for i, e in enumerate(expected) if e is not None and mv[i] == e]
+    combined_disagree = sum(combined[i] != mv[i] for i in right)
     result = {
         "pairs": len(items), "decided": len(decided), "undecided_share": round(1 - len(decided) / len(items), 4),
         "math_verify_pairs_per_s": round(_rate(len(items), slow_s), 1),
@@ -97,7 +127,11 @@ def run(args: argparse.Namespace) -> int:
         "speedup_decided": round(slow_decided_s / fast_decided_s, 1),
         "speedup_mix": round(slow_s / combined_s, 1),
         "max_item_latency_s": round(worst, 3), "slowest_item": [s[-60:] for s in worst_item] if worst_item else None,
-        "fast_vs_math_verify_disagreements": fast_disagree, "combined_vs_math_verify_disagreements": combined_disagree,
+        "fast_vs_reference_disagreements": fast_disagree,
+        "combined_vs_math_verify_where_it_is_right": combined_disagree,
+        "math_verify_wrong_rows": sum(e is not None and m != e for m, e in zip(mv, expected)),
+        "combined_wrong_rows": sum(e is not None and c != e for c, e in zip(combined, expected)),
+        "combined_false_accepts": sum(e is False and c for c, e in zip(combined, expected)),
         "math_verify_timeouts": timeouts + V.get_pool().timeouts,
     }
     if args.json:

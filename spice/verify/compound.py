@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from spice.verify.chars import as_text
 from spice.verify.extract import MAX_SCAN_CHARS, all_boxed, extract_answer, parse_letter
 from spice.verify.fold import fold_unicode
+from spice.verify.frame import pathological
 from spice.verify.normalize import compact, normalize_answer
 
 MAX_PARTS = 8  # more boxed values or alternatives than this is no final answer
@@ -49,8 +50,10 @@ def decimal_comma_gold(gold: str) -> str:
 
 def _top_level_split(s: str, pattern: re.Pattern) -> list[str]:
     """`s` split at matches of `pattern` outside any bracket."""
-    depth, parts, start = 0, [], 0
     spans = {m.start(): m.end() for m in pattern.finditer(s)}
+    if not spans:
+        return [s.strip()]
+    depth, parts, start = 0, [], 0
     i = 0
     while i < len(s):
         if depth == 0 and i in spans:
@@ -125,13 +128,19 @@ def plan(response: object, gold: object, kind: str, question: str | None = None)
         if len({parse_letter(b) for b in boxes}) > 1:
             return Plan(False)  # boxes naming different letters (or a letter and no letter)
         return Plan(None, ((text, gold, kind),))
-    distinct = list({compact(normalize_answer(b)[0]): b for b in boxes}.values())
+    if any(pathological(b) for b in boxes):
+        return Plan(False)  # bounded cost: refused before any engine reads it
+    distinct = list(dict.fromkeys(boxes))
+    if len(distinct) > 1:
+        distinct = list({compact(normalize_answer(b)[0]): b for b in distinct}.values())
     if len(distinct) > 1:
         answers = distinct
     else:
         answer = extract_answer(text, kind)
         if answer is None:
             return Plan(None, ((text, gold, kind),))
+        if pathological(answer):
+            return Plan(False)
         if question is not None and kind != "string" and compact(normalize_answer(answer)[0]) != compact(
                 normalize_answer(gold)[0]) and _restates(answer, fold_unicode(question)):
             return Plan(False)
