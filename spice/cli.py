@@ -24,6 +24,7 @@ COMMANDS = {
 BENCHMARKS = {
     "loss": ("spice.bench.loss", "fused GRPO loss vs materialized logits: time and peak memory"),
     "verify": ("spice.bench.verify", "answer verification throughput: fast path, math-verify, combined"),
+    "grounding": ("spice.bench.grounding", "challenger valid-task share per grounding mode (exact, fuzzy, off)"),
     "train": ("spice.bench.train", "training step tokens/s and MFU (Megatron backend)"),
     "constrained": ("spice.bench.constrained",
                     "challenger valid-task rate with and without schema-constrained decoding"),
