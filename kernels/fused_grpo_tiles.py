@@ -137,7 +137,7 @@ def matmul_kernel(
 ):
     """C[M, K] (+)= A[M, R] @ B[R, K] with an fp32 accumulator; B is cast to A's dtype, C keeps its own.
 
-    With ACCUMULATE, C is read and added in fp32 (grad_hidden over vocab slices, no temporaries)."""
+    With ACCUMULATE, C (fp32) is added to in place (grad_hidden over vocab slices, no temporaries)."""
     pid_m, pid_k = _grouped(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(K, BLOCK_N), GROUP)
     rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     rk = (pid_k * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
@@ -159,5 +159,8 @@ def matmul_kernel(
     c_ptrs = c_ptr + rm[:, None] * stride_cm + rk[None, :] * stride_ck
     c_ok = m_ok[:, None] & k_ok[None, :]
     if ACCUMULATE:
-        acc += tl.load(c_ptrs, mask=c_ok, other=0.0).to(tl.float32)
-    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_ok)
+        # one program owns each element in a launch, so this fp32 add is as deterministic as load+store,
+        # and no second [BLOCK_M, BLOCK_N] tile is live in the epilogue (that spills with triton 3.6)
+        tl.atomic_add(c_ptrs, acc, mask=c_ok, sem="relaxed")
+    else:
+        tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_ok)

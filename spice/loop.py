@@ -202,7 +202,8 @@ def verify_answers(trained: list[ChallengerSample], answers: list[list[Completio
     valid_rows = [row for row, s in enumerate(trained) if isinstance(s.result, Task)]
     items = [(c.text, trained[row].result.answer, trained[row].result.kind)
              for row, group in zip(valid_rows, answers) for c in group]
-    flat = verify_batch(items)
+    questions = [trained[row].result.question for row, group in zip(valid_rows, answers) for _ in group]
+    flat = verify_batch(items, questions=questions)  # the question too: restating it earns nothing
     for position, correct in enumerate(flat):
         verdicts[valid_rows[position // samples], position % samples] = int(correct)
     return verdicts
