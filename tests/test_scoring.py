@@ -151,7 +151,7 @@ def test_cuda_kernel_equals_cpu_twin_bitwise(std_normalize):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("t,k", [(12284, 8), (12286, 8), (40000, 8), (300, 512), (12286, 512)])
+@pytest.mark.parametrize("t,k", [(12284, 8), (12285, 8), (12286, 8), (40000, 8), (300, 512), (12286, 512)])
 @pytest.mark.parametrize("std_normalize", [False, True])
 def test_cuda_kernel_at_and_beyond_the_old_task_limit(t, k, std_normalize):
     """The old kernel kept T counts in shared memory and failed to launch from T = 12285; G = 512 is the cap."""
