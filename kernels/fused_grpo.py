@@ -10,9 +10,10 @@ Backward: the vocabulary is processed in slices; for each slice a kernel recompu
 tile and writes d loss / d logits (softmax minus one-hot, plus the entropy term, only when the entropy
 is used: `set_materialize_grads(False)`) into an [N, slice] buffer; a Triton GEMM with an fp32
 accumulator adds that slice's share to grad_hidden (fp32 [N, H], in place: each tile is added by its
-one owner with a relaxed atomic add, deterministic, no temporaries) and another writes that slice of grad_weight over all tokens. Peak extra memory is that
-buffer (`BACKWARD_CHUNK_BYTES`) plus [N, H] fp32, never [N, V]; the weight is never copied (tiles are
-cast on load), so fp32 master weights with bf16 hidden states cost nothing extra.
+one owner with a relaxed atomic add, deterministic, no temporaries) and another writes that slice of
+grad_weight over all tokens. Peak extra memory is that buffer (`BACKWARD_CHUNK_BYTES`) plus [N, H] fp32,
+never [N, V]; the weight is never copied (tiles are cast on load), so fp32 master weights with bf16
+hidden states cost nothing extra.
 
 Precision and tensor cores, per input dtype (all accumulation fp32):
 - bf16: every GEMM on bf16 tensor cores; d logits stored in bf16 (fp32 range).
