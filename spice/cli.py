@@ -26,6 +26,7 @@ BENCHMARKS = {
     "verify": ("spice.bench.verify", "answer verification throughput: fast path, math-verify, combined"),
     "grounding": ("spice.bench.grounding", "challenger valid-task share per grounding mode (exact, fuzzy, off)"),
     "train": ("spice.bench.train", "training step tokens/s and MFU (Megatron backend)"),
+    "guard": ("spice.bench.guard", "what the guard adds per iteration: chained rows, near-duplicates, audit"),
     "constrained": ("spice.bench.constrained",
                     "challenger valid-task rate with and without schema-constrained decoding"),
     "levers": ("spice.bench.levers", "a run's learning signal per setting (valid tasks, accuracy, advantage)"),

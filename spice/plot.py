@@ -70,6 +70,11 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
 
     run_dir = Path(run_dir)
     rows, _ = read_metrics(run_dir / "metrics.jsonl")
+    from spice.guard.records import is_superseded, superseded
+
+    ranges = superseded(run_dir)  # rows a rollback replaced stay in the file but not in the curves
+    rows = [r for r in rows if not (isinstance(r.get("chain"), dict)
+                                    and is_superseded(ranges, "metrics.jsonl", r["chain"].get("n", -1)))]
     out = Path(out_dir) if out_dir is not None else run_dir / "plots"
     keys = sorted({k for row in rows for k in row})
     written = []

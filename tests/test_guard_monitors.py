@@ -117,3 +117,12 @@ def test_default_rules_parse_and_only_log():
     config = load_config()
     rules = policy.parse_rules(config.guard.rules)
     assert rules and {r.action for r in rules} == {"log"}
+
+
+def test_asking_for_a_missing_dashboard_is_refused_at_load():
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    with pytest.raises(ConfigError, match="guard.wandb: 'proj' asks for wandb, which is not installed"):
+        load_config(None, ["guard.wandb=proj"])

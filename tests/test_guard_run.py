@@ -77,7 +77,8 @@ def signed_run(tiny_model, tmp_path_factory):
     bench.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i),
                                          "kind": "integer"}) + "\n" for i in range(3)))
     output = _run(_args(tmp_path / "run", corpus, tiny_model, 3, "eval.every=3", f"eval.benchmarks=[{bench}]",
-                        "eval.max_new_tokens=4", "guard.promote_min_delta={mean: 0.5}"), SPICE_AUDIT_KEY=KEY)
+                        "eval.max_new_tokens=4", "guard.promote_min_delta={mean: 0.5}", "guard.evaluator=initial",
+                        "guard.evaluator_samples=2", "guard.evaluator_max_new_tokens=4"), SPICE_AUDIT_KEY=KEY)
     return tmp_path / "run", output
 
 
@@ -103,6 +104,22 @@ def test_manifests_version_the_dataset(signed_run):
     assert {d["id"] for m in manifests for d in m["documents"]} == {d["id"] for d in _rows(run_dir / "documents.jsonl")}
     assert manifests[1]["signals"]["policy_kl"] is not None  # drift measured every 2 iterations
     assert "eval/facts" in _rows(run_dir / "metrics.jsonl")[2]
+    # the independent evaluator re-answered each iteration's valid tasks (one per document here)
+    for manifest in manifests:
+        assert len(manifest["evaluator"]) == 2 and {"gold", "answer", "agrees"} <= set(manifest["evaluator"][0])
+        agrees = [j["agrees"] for j in manifest["evaluator"]]
+        assert manifest["signals"]["evaluator_disagreement"] == 1 - sum(agrees) / len(agrees)
+
+
+def test_the_evaluator_reads_the_document():
+    from spice.guard.evaluator import evaluator_messages, sample_tasks
+
+    row = {"question": "Where was she born?", "kind": "mcq", "options": ["Warsaw", "Paris", "Rome", "Oslo"],
+           "answer": "A", "status": "valid", "document_id": "d", "attempt": 0}
+    text = evaluator_messages(DOCUMENTS[0], row)[0]["content"]
+    assert DOCUMENTS[0] in text and "A. Warsaw" in text and "\\boxed" in text
+    rows = [dict(row, attempt=i) for i in range(5)] + [{"status": "invalid"}]
+    assert sample_tasks(rows, 3, 0, 1) == sample_tasks(rows, 3, 0, 1) and len(sample_tasks(rows, 9, 0, 1)) == 5
 
 
 @pytest.mark.parametrize("name", ["tasks.jsonl", "metrics.jsonl", "events.jsonl", "manifests.jsonl",

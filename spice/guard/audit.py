@@ -74,15 +74,14 @@ def _check_head(run_dir: Path, tails: dict[str, tuple[int, str]], key: bytes | N
     return None
 
 
-def _check_manifests(run_dir: Path) -> str | None:
-    tasks = {row[CHAIN_KEY]["n"]: row for row in read_rows(run_dir / "tasks.jsonl")}
+def _check_manifests(run_dir: Path, task_hashes: dict[int, str]) -> str | None:
     for number, manifest in enumerate(read_rows(run_dir / "manifests.jsonl"), start=1):
         first = manifest.get("tasks", {}).get("first_row")
         for offset, digest in enumerate(manifest.get("tasks", {}).get("sha256", [])):
-            row = tasks.get(first + offset)
-            if row is None:
+            found = task_hashes.get(first + offset)
+            if found is None:
                 return f"manifests.jsonl row {number}: lists tasks.jsonl row {first + offset + 1}, which is missing"
-            if content_hash(row) != digest:
+            if found != digest:
                 return f"tasks.jsonl row {first + offset + 1}: does not match the hash in manifests.jsonl row {number}"
     return None
 
@@ -104,18 +103,22 @@ def audit(run_dir: Path, key: bytes | None = None) -> AuditResult:
     if not (run_dir / "config.yaml").is_file():
         result.problem = f"{run_dir}: not a run folder (no config.yaml)"
         return result
-    tails = {}
+    tails, task_hashes = {}, {}
+
+    def remember(n: int, row: dict) -> None:
+        task_hashes[n] = content_hash(row)
+
     for name in CHAINED_FILES:
         path = run_dir / name
         if not path.exists():
             continue
-        rows, last, problem = verify_file(path, key)
+        rows, last, problem = verify_file(path, key, remember if name == "tasks.jsonl" else None)
         if problem:
             result.problem = problem
             return result
         tails[name] = (rows, last)
         result.rows[name] = rows
-    result.problem = _check_head(run_dir, tails, key) or _check_manifests(run_dir) or _check_config(run_dir)
+    result.problem = _check_head(run_dir, tails, key) or _check_manifests(run_dir, task_hashes) or _check_config(run_dir)
     if result.problem:
         return result
     root = run_dir / "checkpoints"

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from spice.config import SpiceConfig
 from spice.guard import monitors, policy
-from spice.guard.drift import load_probe, measure, probe_batch, reference_logprobs, save_probe
+from spice.guard.drift import load_probe, measure, probe_batch, reference_logprobs, save_probe, shared
 from spice.guard.provenance import code_version, config_sha256, corpus_sha256
 from spice.guard.records import (
     CHAIN_KEY,
     append_rows,
     audit_key,
-    count_rows,
+    chain_tail,
     current_rows,
     read_rows,
     reanchor,
@@ -84,7 +84,7 @@ class Guard:
         self.recent_questions: list[list[str]] = []
         self.seen_documents: set[str] = set()
         self.written: dict[str, tuple[list[dict], list[dict]]] = {}  # file -> (rows, links) of this iteration
-        self.probe, self.reference = None, None
+        self.probe, self.reference, self.drift_on = None, None, False
         self.evaluator, self.writer, self.loggers = None, None, []
         self.corpus_hash: str | None = None
 
@@ -118,8 +118,7 @@ class Guard:
 
             self.evaluator = evaluator_engine(self.cfg.evaluator, resolve_model_path(self.config.model.path),
                                               self.config.model.dtype, self.base_seed)
-        rows = {name: count_rows(self.run_dir / name, (self.run_dir / name).stat().st_size)
-                for name in ITERATION_FILES if (self.run_dir / name).exists()}
+        rows = {name: chain_tail(self.run_dir / name)[0] for name in ITERATION_FILES}
         self.event({"event": "resume" if saved is not None else "start", "rows": rows,
                     "next_iteration": saved["next_iteration"] if saved else 0, "code": code_version(),
                     "config_sha256": config_sha256(self.run_dir), "seed": self.config.run.seed})
@@ -162,7 +161,8 @@ class Guard:
             return
         path = self.run_dir / "guard" / "probe.safetensors"
         batch = None
-        if path.is_file():
+        if shared(path.is_file() if self.main else None):
+            self.drift_on = True
             if self.main:
                 self.probe, self.reference = load_probe(path)
             return
@@ -172,16 +172,15 @@ class Guard:
         elif self.main:
             print(f"spice guard: {path} is missing and the weights are no longer the initial ones; policy "
                   "drift is not measured in this run", file=sys.stderr)
-        reference = reference_logprobs(batch, logprobs)
+        self.drift_on = bool(shared(batch is not None if self.main else None))
+        reference = reference_logprobs(batch, logprobs) if self.drift_on else None
         if self.main and batch is not None:
             save_probe(path, batch, reference)
             self.probe, self.reference = batch, reference
 
     def measure_drift(self, logprobs, index: int) -> float | None:
         """KL from the initial model every `drift_every` iterations (all ranks call it)."""
-        if not self.cfg.drift_every or (index + 1) % self.cfg.drift_every:
-            return None
-        if not (self.run_dir / "guard" / "probe.safetensors").is_file() and self.probe is None:
+        if not self.drift_on or (index + 1) % self.cfg.drift_every:
             return None
         return measure(self.probe if self.main else None, self.reference, logprobs)
 

@@ -54,24 +54,25 @@ def load_probe(path: Path) -> tuple[Batch, torch.Tensor]:
     return batch, t["reference"]
 
 
-def _shared(batch: Batch | None) -> Batch | None:
-    """The probe batch on every rank (built on rank 0): a sharded backend scores it collectively."""
+def shared(value):
+    """Rank 0's `value` on every rank (the probe batch, whether there is one): a sharded backend scores
+    the probe collectively, so every rank must take the same branch."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
-        return batch
-    holder = [batch]
+        return value
+    holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
 
 
 def reference_logprobs(batch: Batch | None, logprobs: Logprobs) -> torch.Tensor | None:
     """The initial weights' logprobs of the probe; every rank calls it, rank 0 gets the result."""
-    batch = _shared(batch)
+    batch = shared(batch)
     return None if batch is None else logprobs(batch)
 
 
 def measure(batch: Batch | None, reference: torch.Tensor | None, logprobs: Logprobs) -> float | None:
     """KL(initial || current) on the probe set; every rank calls it, None where there is no probe."""
-    batch = _shared(batch)
+    batch = shared(batch)
     if batch is None:
         return None
     current = logprobs(batch)

@@ -167,43 +167,60 @@ def count_rows(path: Path, size: int) -> int:
     """Complete rows in the first `size` bytes of `path` (a checkpoint records sizes, rollback rows)."""
     if not path.is_file():
         return 0
+    count, left = 0, size
     with open(path, "rb") as handle:
-        return handle.read(size).count(b"\n")
+        while left > 0:
+            block = handle.read(min(left, 1 << 20))
+            if not block:
+                break
+            count, left = count + block.count(b"\n"), left - len(block)
+    return count
 
 
-def verify_file(path: Path, key: bytes | None) -> tuple[int, str, str | None]:
-    """Check one chained file: (rows, last hash, first problem or None). The problem names the file
-    and the row (1-based line)."""
+def verify_file(path: Path, key: bytes | None, on_row=None) -> tuple[int, str, str | None]:
+    """Check one chained file, streaming: (rows, last hash, first problem or None). The problem names
+    the file and the row (1-based line). `on_row(n, row)` sees each verified row (without its link)."""
     name = path.name
     prev, n = GENESIS, 0
-    with open(path, encoding="utf-8", errors="strict") as handle:
-        try:
-            lines = handle.readlines()
-        except UnicodeDecodeError as error:
-            return n, prev, f"{name}: not valid UTF-8 ({error})"
-    for number, line in enumerate(lines, start=1):
-        where = f"{name} row {number}"
-        if not line.endswith("\n"):
-            return n, prev, f"{where}: unterminated last row"
-        try:
-            row = json.loads(line)
-            link = row.pop(CHAIN_KEY)
-        except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
-            return n, prev, f"{where}: not a JSON object with a {CHAIN_KEY!r} link"
-        if not isinstance(link, dict) or link.get("n") != n:
-            return n, prev, f"{where}: row number {link.get('n') if isinstance(link, dict) else link!r}, " \
-                            f"expected {n} (a row was dropped, added or moved)"
-        if link.get("prev") != prev:
-            return n, prev, f"{where}: does not follow the row before it (a row was dropped or changed)"
-        digest = link_hash(prev, n, body_of(row))
-        if link.get("hash") != digest:
-            return n, prev, f"{where}: content does not match its hash (the row was changed)"
-        if key is not None and not hmac.compare_digest(str(link.get("hmac", "")), sign(key, digest)):
-            return n, prev, f"{where}: signature does not verify with $SPICE_AUDIT_KEY"
-        if key is None and "hmac" in link:
-            return n, prev, f"{where}: the row is signed; set $SPICE_AUDIT_KEY to verify it"
-        prev, n = digest, n + 1
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return n, prev, f"{name} row {number}: not valid UTF-8 ({error.reason} at byte {error.start})"
+            problem = _verify_line(name, number, line, n, prev, key)
+            if isinstance(problem, str):
+                return n, prev, problem
+            digest, row = problem
+            if on_row is not None:
+                on_row(n, row)
+            prev, n = digest, n + 1
     return n, prev, None
+
+
+def _verify_line(name: str, number: int, line: str, n: int, prev: str, key: bytes | None) -> str | tuple[str, dict]:
+    """The row's hash and content (without its link), or the problem with it."""
+    where = f"{name} row {number}"
+    if not line.endswith("\n"):
+        return f"{where}: unterminated last row"
+    try:
+        row = json.loads(line)
+        link = row.pop(CHAIN_KEY)
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return f"{where}: not a JSON object with a {CHAIN_KEY!r} link"
+    if not isinstance(link, dict) or link.get("n") != n:
+        found = link.get("n") if isinstance(link, dict) else link
+        return f"{where}: row number {found!r}, expected {n} (a row was dropped, added or moved)"
+    if link.get("prev") != prev:
+        return f"{where}: does not follow the row before it (a row was dropped or changed)"
+    digest = link_hash(prev, n, body_of(row))
+    if link.get("hash") != digest:
+        return f"{where}: content does not match its hash (the row was changed)"
+    if key is not None and not hmac.compare_digest(str(link.get("hmac", "")), sign(key, digest)):
+        return f"{where}: signature does not verify with $SPICE_AUDIT_KEY"
+    if key is None and "hmac" in link:
+        return f"{where}: the row is signed; set $SPICE_AUDIT_KEY to verify it"
+    return digest, row
 
 
 def superseded(run_dir: Path) -> dict[str, list[tuple[int, int]]]:
