@@ -42,7 +42,8 @@ def _compile(fn, types: list[str], options: dict) -> tuple[str, int]:
     names = fn.arg_names
     constexprs = {k: v for k, v in options.items() if k not in ("num_warps", "num_stages")}
     signature = dict(zip(names, types + ["constexpr"] * (len(names) - len(types))))
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n in ALIGNED and signature[n] != "constexpr"}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
+             if n in ALIGNED and signature[n] != "constexpr"}
     compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                               target=GPUTarget("cuda", 90, 32),
                               options={"num_warps": options["num_warps"], "num_stages": options["num_stages"]})

@@ -74,8 +74,8 @@ def plan(args: argparse.Namespace) -> list[Step]:
         steps.append(Step("install", [py, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
                                       "--no-build-isolation", "-e", str(REPO)], 300, False))
     steps += [
-        Step("preflight", [py, "-c", f"from spice.bench.gpu import preflight; preflight({str(out / 'preflight.json')!r})"],
-             60, True),
+        Step("preflight", [py, "-c", "from spice.bench.gpu import preflight; "
+                                     f"preflight({str(out / 'preflight.json')!r})"], 60, True),
         # four pytest-xdist workers (when installed) compile the many Triton variants in parallel
         Step("gpu-tests", [py, "-m", "pytest", "-m", "gpu", "-q", "-rfEs", "-p", "no:cacheprovider", *xdist,
                            "--continue-on-collection-errors", "--timeout=150", f"--junitxml={out / 'gpu_tests.xml'}",
@@ -278,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
         if step.name in ("wheels", "install", "preflight") and step.status != "ok":
             stopped = f"step '{step.name}' {step.status}; see steps.log"
     out = args.out
-    results = {"preflight": _read_json(out / "preflight.json"), "tests": _test_counts(out / "gpu_tests.xml"), "loss": _read_json(out / "bench_loss.json"),
+    results = {"preflight": _read_json(out / "preflight.json"), "tests": _test_counts(out / "gpu_tests.xml"),
+               "loss": _read_json(out / "bench_loss.json"),
                "scoring": _read_json(out / "bench_scoring.json"), "train": _read_json(out / "bench_train.json")}
     report = {"date": datetime.date.today().isoformat(), "machine": _machine(),
               "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),

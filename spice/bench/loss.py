@@ -28,7 +28,8 @@ import torch
 
 IMPLEMENTATIONS = ("fused", "reference", "liger-grpo", "liger-flce", "cce")
 GPU_ONLY = ("fused", "liger-grpo", "liger-flce", "cce")  # Triton kernels: no CPU path
-PACKAGES = {"liger-grpo": "liger-kernel==0.8.5", "liger-flce": "liger-kernel==0.8.5", "cce": "cut-cross-entropy==25.1.1"}
+PACKAGES = {"liger-grpo": "liger-kernel==0.8.5", "liger-flce": "liger-kernel==0.8.5",
+            "cce": "cut-cross-entropy==25.1.1"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -186,7 +187,8 @@ def _measure(fn: Callable, x: dict, device: torch.device, warmup: int, repeats: 
                 times.append(time.perf_counter() - start)
             peak = tracker.peak
     return {"seconds": statistics.median(times), "peak_bytes": peak, "loss": float(losses[-1]),
-            "grad_hidden_norm": float(hidden.grad.float().norm()), "grad_weight_norm": float(weight.grad.float().norm())}
+            "grad_hidden_norm": float(hidden.grad.float().norm()),
+            "grad_weight_norm": float(weight.grad.float().norm())}
 
 
 def _benchmark(name: str, shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device,
@@ -258,7 +260,8 @@ def run(args: argparse.Namespace) -> int:
     print(_format(rows))
     if args.json is not None:
         args.json.write_text(json.dumps({**header, "results": rows}, indent=2))
-    ours_failed = [r for r in rows if r["implementation"] in ("fused", "reference") and r["status"].startswith("failed")]
+    ours_failed = [r for r in rows
+                   if r["implementation"] in ("fused", "reference") and r["status"].startswith("failed")]
     return 1 if ours_failed else 0
 
 
