@@ -1,0 +1,45 @@
+"""Early-against-late comparison of a run folder (spice.eval.learning)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from spice.eval import learning
+
+
+def _run(tmp_path: Path) -> Path:
+    metrics, tasks = [], []
+    for i in range(6):
+        valid = i >= 3  # late iterations write valid tasks, early ones do not
+        metrics.append({"iteration": i, "valid_task_rate": 0.5 if valid else 0.1 * (i % 2),
+                        "documents_with_task": 1.0 if valid else 0.0, "reasoner_accuracy": 0.5 if valid else 0.0})
+        tasks.append({"iteration": i, "kind": "mcq", "status": "invalid"})
+        if valid:
+            tasks.append({"iteration": i, "kind": "mcq", "status": "valid", "answer": "B", "reasoner": [
+                {"answer": "B", "reward": 1.0, "finish_reason": "stop"},
+                {"answer": None, "reward": 0.0, "finish_reason": "length"}]})
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tasks))
+    return tmp_path
+
+
+def test_compare_gives_the_difference_in_standard_errors() -> None:
+    c = learning.compare([0.0, 0.2], [0.4, 0.6])
+    assert math.isclose(c["delta"], 0.4) and math.isclose(c["early_se"], 0.1)
+    assert math.isclose(c["z"], 0.4 / math.hypot(0.1, 0.1))
+
+
+def test_reasoner_accuracy_skips_iterations_without_a_task(tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in (_run(tmp_path) / "metrics.jsonl").read_text().splitlines()]
+    c = learning.metric_rows(rows, 3)["reasoner_accuracy"]
+    assert c["n"] == (0, 3) and c["late"] == 0.5 and math.isnan(c["early"])
+
+
+def test_report_pools_attempts_answers_and_letters(tmp_path: Path) -> None:
+    text = learning.report(_run(tmp_path), 3)
+    assert "| valid attempts | 0.0% ± 0.0 (0/3) | 50.0% ± 20.4 (3/6) |" in text
+    assert "| answers naming a letter | - | 50.0% ± 20.4 (3/6) |" in text
+    assert "| truncated answers | - | 50.0% ± 20.4 (3/6) |" in text
+    assert "| gold answers | 0/0/0/0 | 0/3/0/0 |" in text
