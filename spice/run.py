@@ -135,7 +135,7 @@ def train(config: SpiceConfig, resume: bool = False) -> int:
     if main:
         dump_config(config, run_dir / "config.yaml")
     metrics_path, tasks_path = run_dir / "metrics.jsonl", run_dir / "tasks.jsonl"
-    guard = Guard(config, run_dir, main)
+    guard = Guard(config, run_dir, main, share=lambda value: _broadcast(value, rank, world))
 
     state = RunState()
     latest = checkpoint.latest_checkpoint(run_dir) if resume else None

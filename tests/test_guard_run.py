@@ -366,3 +366,23 @@ def test_killed_and_resumed_run_passes_audit(tiny_model, tmp_path, capsys, monke
     assert [m["iteration"] for m in _rows(run_dir / "metrics.jsonl")] == [0, 1, 2]
     assert [m["iteration"] for m in _rows(run_dir / "manifests.jsonl")] == [0, 1, 2]
     assert _events(run_dir, "resume")
+
+
+@pytest.mark.distributed
+def test_rollback_and_drift_under_torchrun(tiny_model, tmp_path, capsys, monkeypatch):
+    """Two gloo ranks: every rank scores the drift probe, follows rank 0's rollback and ends in step."""
+    corpus = _corpus(tmp_path)
+    run_dir = tmp_path / "run"
+    rule = "{name: spike, monitor: challenger_reward_mean, zscore: 5, min_std: 0.1, min_history: 1, action: rollback}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "SPICE_TEST_SPIKE_AT": "2",
+           "SPICE_TEST_SPIKE_MARKER": str(tmp_path / "spiked")}
+    process = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                              str(ROOT / "tests" / "guard_worker.py"),
+                              *_args(run_dir, corpus, tiny_model, 3, f"guard.rules=[{rule}]")],
+                             env=env, cwd=ROOT, timeout=900, capture_output=True, text=True)
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-6000:]
+    assert [e["to"] for e in _events(run_dir, "rollback")] == ["step_000002"]
+    assert [m["iteration"] for m in _rows(run_dir / "metrics.jsonl")] == [0, 1, 2, 2]
+    assert _rows(run_dir / "manifests.jsonl")[1]["signals"]["policy_kl"] is not None
+    assert json.loads((run_dir / "checkpoints" / "step_000003" / "loop_state.json").read_text())["guard_rollbacks"] == 1
+    assert _audit(run_dir, capsys, None, monkeypatch)[0] == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from spice.config import SpiceConfig
 from spice.guard import monitors, policy
-from spice.guard.drift import load_probe, measure, probe_batch, reference_logprobs, save_probe, shared
+from spice.guard.drift import load_probe, measure, probe_batch, reference_logprobs, save_probe
 from spice.guard.provenance import code_version, config_sha256, corpus_sha256
 from spice.guard.records import (
     CHAIN_KEY,
@@ -72,8 +72,9 @@ def reseed(base_seed: int, rollbacks: int) -> int:
 class Guard:
     """Per-run oversight state; every rank holds one, rank 0 (`main`) writes."""
 
-    def __init__(self, config: SpiceConfig, run_dir: Path, main: bool = True) -> None:
-        self.config, self.run_dir, self.main = config, Path(run_dir), main
+    def __init__(self, config: SpiceConfig, run_dir: Path, main: bool = True, share=lambda value: value) -> None:
+        """`share(value)` returns rank 0's value on every rank (the driver's broadcast; identity alone)."""
+        self.config, self.run_dir, self.main, self.share = config, Path(run_dir), main, share
         self.cfg = config.guard
         self.rules = policy.parse_rules(self.cfg.rules)
         self.key = audit_key()
@@ -161,7 +162,7 @@ class Guard:
             return
         path = self.run_dir / "guard" / "probe.safetensors"
         batch = None
-        if shared(path.is_file() if self.main else None):
+        if self.share(path.is_file() if self.main else None):
             self.drift_on = True
             if self.main:
                 self.probe, self.reference = load_probe(path)
@@ -172,8 +173,8 @@ class Guard:
         elif self.main:
             print(f"spice guard: {path} is missing and the weights are no longer the initial ones; policy "
                   "drift is not measured in this run", file=sys.stderr)
-        self.drift_on = bool(shared(batch is not None if self.main else None))
-        reference = reference_logprobs(batch, logprobs) if self.drift_on else None
+        self.drift_on = bool(self.share(batch is not None if self.main else None))
+        reference = reference_logprobs(batch, logprobs, self.share) if self.drift_on else None
         if self.main and batch is not None:
             save_probe(path, batch, reference)
             self.probe, self.reference = batch, reference
@@ -182,7 +183,7 @@ class Guard:
         """KL from the initial model every `drift_every` iterations (all ranks call it)."""
         if not self.drift_on or (index + 1) % self.cfg.drift_every:
             return None
-        return measure(self.probe if self.main else None, self.reference, logprobs)
+        return measure(self.probe if self.main else None, self.reference, logprobs, self.share)
 
     # ------------------------------------------------------------------ one iteration
     def signals(self, iteration, metrics: dict, drift: float | None) -> dict:

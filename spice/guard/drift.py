@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from spice.chat import chat_prompt_ids
@@ -54,25 +53,19 @@ def load_probe(path: Path) -> tuple[Batch, torch.Tensor]:
     return batch, t["reference"]
 
 
-def shared(value):
-    """Rank 0's `value` on every rank (the probe batch, whether there is one): a sharded backend scores
-    the probe collectively, so every rank must take the same branch."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
+Share = Callable[[object], object]  # rank 0's value on every rank (the run's control-group broadcast)
 
 
-def reference_logprobs(batch: Batch | None, logprobs: Logprobs) -> torch.Tensor | None:
-    """The initial weights' logprobs of the probe; every rank calls it, rank 0 gets the result."""
-    batch = shared(batch)
+def reference_logprobs(batch: Batch | None, logprobs: Logprobs, share: Share) -> torch.Tensor | None:
+    """The initial weights' logprobs of the probe (built on rank 0, shared: a sharded backend scores it
+    collectively); every rank calls it, rank 0 gets the result."""
+    batch = share(batch)
     return None if batch is None else logprobs(batch)
 
 
-def measure(batch: Batch | None, reference: torch.Tensor | None, logprobs: Logprobs) -> float | None:
+def measure(batch: Batch | None, reference: torch.Tensor | None, logprobs: Logprobs, share: Share) -> float | None:
     """KL(initial || current) on the probe set; every rank calls it, None where there is no probe."""
-    batch = shared(batch)
+    batch = share(batch)
     if batch is None:
         return None
     current = logprobs(batch)
