@@ -21,6 +21,7 @@ def test_answer_leaks():
     assert not monitors.answer_leaks("How many prizes in 1867?", "8")  # a digit inside a number is no leak
     assert monitors.answer_leaks("Which river, the Danube, flows...?", "B", ["Rhine", "Danube"], "mcq")
     assert not monitors.answer_leaks("Which river flows through ten countries?", "B", ["Rhine", "Danube"], "mcq")
+    assert not monitors.answer_leaks("Which is larger, 3 or 5?", "B", ["3", "5"], "mcq")  # names its options
     rows = [{"status": "valid", "question": "Is it 42? The answer is 42.", "answer": "42", "kind": "integer"},
             {"status": "valid", "question": "What is six times seven?", "answer": "42", "kind": "integer"},
             {"status": "invalid"}]

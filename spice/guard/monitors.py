@@ -29,18 +29,23 @@ def _fold(text: str) -> str:
     return " ".join(re.sub(r"[^\w.]+", " ", text).split())
 
 
+def _written_in(phrase: str, text: str) -> bool:
+    phrase = _fold(phrase)
+    return bool(phrase) and re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text) is not None
+
+
 def answer_leaks(question: str, answer: str, options: Sequence[str] = (), kind: str = "") -> bool:
     """Whether the gold answer is written in the question: the free-form answer (case and punctuation
-    folded, as a whole word), or for an MCQ the text of the gold option."""
+    folded, as a whole word), or for an MCQ the gold option's text while no other option's is (a
+    question that names its options, "3 or 5?", gives nothing away)."""
+    text = _fold(question)
     if kind == "mcq" and options:
         index = "ABCD".find(answer.strip().upper()[:1])
         if index < 0 or index >= len(options):
             return False
-        answer = options[index]
-    gold, text = _fold(answer), _fold(question)
-    if not gold:
-        return False
-    return re.search(rf"(?<!\w){re.escape(gold)}(?!\w)", text) is not None
+        others = [o for i, o in enumerate(options) if i != index]
+        return _written_in(options[index], text) and not any(_written_in(o, text) for o in others)
+    return _written_in(answer, text)
 
 
 def answer_leak_rate(task_rows: Sequence[dict]) -> float:
