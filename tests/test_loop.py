@@ -165,3 +165,27 @@ def test_check_programs_and_refinement_in_the_loop(tiny_model, tmp_path):
     assert row["check/program_share"] == 1.0 and row["check/passed"] == 0.5
     assert row["check/check_mismatch"] == 0.5
     assert set(row["invalid_reasons"]) <= set(CHECK_REASONS)
+
+
+def test_masked_rollout_logprobs_are_replaced_by_the_trainers_before_the_step():
+    """Sequences whose engine logprobs are of a grammar-masked distribution get the trainer's own
+    (importance weight 1); the others keep the engine's."""
+    from spice.train.base import Batch
+
+    class Backend:
+        def logprobs(self, batch):
+            self.scored = batch.input_ids.tolist()
+            return torch.full(batch.input_ids.shape, -2.0) * batch.loss_mask
+
+        def step(self, batch):
+            self.stepped = batch.rollout_logprobs.clone()
+            return {"loss": 0.0}
+
+    ids = torch.tensor([[5, 6, 7], [8, 9, 10], [11, 12, 13]])
+    mask = torch.tensor([[0.0, 1, 1], [0, 1, 1], [0, 0, 1]])
+    batch = Batch(ids, torch.ones_like(ids), mask, torch.zeros(3, 3), torch.full((3, 3), -9.0) * mask,
+                  ["challenger", "reasoner", "challenger"], [True, False, True])
+    backend = Backend()
+    loop.update_policy(backend, batch)
+    assert backend.scored == [[5, 6, 7], [11, 12, 13]]
+    assert backend.stepped.tolist() == [[0, -2, -2], [0, -9, -9], [0, 0, -2]]

@@ -88,6 +88,9 @@ def test_parse_response_single_list_and_trimmed_eos():
     assert all(c.prompt_index == 5 and c.weight_version == 0 and c.logprobs == [-0.5, -0.5] for c in completions)
     [single] = parse_generate_response(_output([3], version="4", finish="length"), _Request(0, 0, [1], {}, 1), 4, 0)
     assert single.finish_reason == "length" and single.weight_version == 4
+    assert not single.masked_logprobs and not any(c.masked_logprobs for c in completions)
+    [constrained] = parse_generate_response(_output([3]), _Request(0, 0, [1], {"json_schema": "{}"}, 1), 0, 0)
+    assert constrained.masked_logprobs  # SGLang's logprobs under a grammar are the masked distribution's
 
 
 @pytest.mark.parametrize("body, needle", [
