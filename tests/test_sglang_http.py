@@ -177,6 +177,21 @@ def test_older_release_without_sessions(tiny_model, reference, tmp_path):
         engine.close()
 
 
+def test_distributed_bucket_refused_outside_a_session_fails_at_once(engines):
+    """0.5.23 refuses an update outside a session before joining the broadcast: the trainer reports the
+    server's answer instead of waiting in the broadcast until the group's timeout."""
+    from spice.rollout.weight_sync import WeightSyncError
+
+    urls = engines[0].pool.server_urls
+    transport = DistributedWeightSync(master_address="127.0.0.1", master_port=free_port(), tp_sizes=[1],
+                                      backend="gloo", timeout=30, group_name="refused")
+    transport._ensure_group(urls)
+    started = time.monotonic()
+    with pytest.raises(WeightSyncError, match="between begin_weight_update"):  # 64 MB: the send blocks
+        transport._send_bucket(urls, [("w", torch.zeros(16 << 20))], 9, last=True)
+    assert time.monotonic() - started < 15 and transport.group is None
+
+
 @pytest.mark.parametrize("which", [0, 1])
 def test_killed_server_is_restarted_and_nothing_is_lost(engines, which, caplog):
     engine = engines[which]

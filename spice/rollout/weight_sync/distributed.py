@@ -12,6 +12,7 @@ broadcast, which would leave the trainer blocked in it until the group timeout).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -104,8 +105,17 @@ class DistributedWeightSync:
         with ThreadPoolExecutor(max_workers=1) as pool:
             received = pool.submit(post_all, urls, "/update_weights_from_distributed", payload,
                                    api_key=self.api_key, timeout=self.timeout)
-            for _, tensor in bucket:
-                dist.broadcast(tensor.detach().to(self.device).contiguous(), src=0, group=self.group)
+            sent = [tensor.detach().to(self.device).contiguous() for _, tensor in bucket]
+            works = [dist.broadcast(tensor, src=0, group=self.group, async_op=True) for tensor in sent]
+            while not all(work.is_completed() for work in works):
+                if received.done() and received.exception() is not None:
+                    # A server refused before joining the broadcast, which would never finish: report it
+                    # now. The group is dropped; its pending broadcast ends at the group's timeout.
+                    self.group, self.urls = None, []
+                    raise WeightSyncError(f"distributed weight sync: {received.exception()}") from received.exception()
+                time.sleep(0.002)
+            for work in works:
+                work.wait()
             received.result()
 
     def push(self, urls: list[str], named_tensors: Iterable[tuple[str, torch.Tensor]], version: int,
