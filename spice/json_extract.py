@@ -123,6 +123,11 @@ _KEYS = ("question", "answer", "quote", "options", "format", "answer_type")
 MAX_OBJECTS = 20  # objects tried per output
 
 
+def _integer(digits: str) -> int | str:
+    """A JSON integer; one too long for int() (over 4300 digits) stays its text, so no output raises."""
+    return int(digits) if len(digits) <= 4000 else digits
+
+
 def extract_json_object(text: str) -> dict:
     """Return the JSON object in `text` that holds most of the keys a reply should have (the first
     among equals); raise ExtractError naming why none could be read."""
@@ -140,7 +145,7 @@ def extract_json_object(text: str) -> dict:
         candidate = text[start:end]
         for attempt in (_to_json(candidate), candidate):
             try:
-                value = json.loads(attempt, strict=False)
+                value = json.loads(attempt, strict=False, parse_int=_integer)
             except (ValueError, RecursionError) as exc:
                 last_error = str(exc)
                 continue

@@ -53,4 +53,5 @@ def test_a_10000_digit_integer_answer():
     for answer in ("9" * 10_000, '"' + "9" * 10_000 + '"', "-" + "1" * 10_000):
         text = '{"answer_type": "integer", "quote": "completed in 1889 for the World", "question": "q?", ' \
                f'"answer": {answer}}}'
-        assert isinstance(parse_task(text, DOC, "integer"), (Task, Invalid))
+        task = parse_task(text, DOC, "integer")
+        assert isinstance(task, Task) and task.answer == answer.strip('"')  # kept as text, never int()
