@@ -267,3 +267,12 @@ def test_invalid_samples_are_not_refined(tokenizer):
     engine = ScriptedTextEngine(tokenizer, editor_script())
     refine_tasks(engine, tokenizer, [sample], refine_config(), 0)
     assert engine.requests == [] and sample.versions == []
+
+
+def test_bench_scripted_outputs_get_their_labelled_verdicts():
+    import argparse
+
+    from spice.bench.checks import SCRIPTED, scripted
+    row = scripted("seccomp" if SECCOMP else "rlimits", argparse.Namespace(repeat=1, timeout=1.0))
+    assert row["outputs"] == len(SCRIPTED) and row["empty_ok"]
+    assert row["agree_with_label"] == (len(SCRIPTED) if SECCOMP else len(SCRIPTED) - 1)

@@ -44,7 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `spice bench checks`."""
     parser.add_argument("--repeat", type=int, default=3, help="passes over the scripted outputs per mode")
     parser.add_argument("--timeout", type=float, default=1.0, help="wall-clock seconds per program")
-    parser.add_argument("--workers", type=int, default=None, help="programs run at once (default: CPU count)")
     parser.add_argument("--documents", type=int, default=0, help="documents for the model part (0: skip it)")
     parser.add_argument("--samples", type=int, default=2, help="challenger samples per document")
     parser.add_argument("--kinds", default="integer,float", help="free-form kinds, assigned in turn")
