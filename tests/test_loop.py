@@ -6,6 +6,7 @@ from spice import loop
 from spice.config import load_config
 from spice.corpus import load_corpus
 from spice.rollout.hf import HFRolloutEngine
+from spice.schemas import SEMANTIC_REASONS
 from spice.tasks import Invalid, Task
 from spice.telemetry import iteration_metrics, task_records
 from spice.train.torch_backend import TorchBackend
@@ -96,14 +97,16 @@ def test_format_selection_by_the_model_falls_back_when_unparsable(tiny_model, tm
 def test_constrained_challenger_output_always_parses_as_json(tiny_model, tmp_path):
     corpus, corpus_path = make_corpus(tmp_path)
     config = config_for(tmp_path, corpus_path, tiny_model, "challenger.constrained_decoding=true",
-                        "challenger.max_new_tokens=700")
+                        "challenger.max_new_tokens=700", "challenger.max_attempts=2")  # one round: never grounded
     engine = HFRolloutEngine(tiny_model, batch_size=8)
     iteration, _ = loop.run_rollouts(engine, engine.tokenizer, corpus, config, 0)
-    reasons = {s.result.reason for s in iteration.attempts if isinstance(s.result, Invalid)}
+    invalid = [s.result for s in iteration.attempts if isinstance(s.result, Invalid)]
     assert all(s.completion.finish_reason == "stop" for s in iteration.attempts)
-    # a random model cannot ground its quote, but the JSON itself always parses under the schema
-    assert not reasons & {"no_json", "truncated", "malformed_json", "missing_field", "wrong_type",
-                          "mcq_options", "mcq_gold_letter"}
+    # a random model cannot ground its quote, but the JSON itself always parses under the schema: only the
+    # reasons no schema can express remain (duplicate or blank options, never a wrong number of them)
+    assert {r.reason for r in invalid} <= SEMANTIC_REASONS
+    assert all(r.detail in ("an option is empty", "options are not distinct")
+               for r in invalid if r.reason == "mcq_options")
 
 
 CHECKED_TASKS = {  # document prefix -> (quote, question, answer, program) of a free-form integer task
