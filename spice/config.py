@@ -48,6 +48,7 @@ class ChallengerConfig:
     prompt_style: str = "paper"  # paper | compact (short prompts for small models on a CPU)
     grounding: str = "fuzzy"  # exact | fuzzy | off: how the task's quote must match the document (spice.tasks)
     constrained_decoding: bool | None = None  # decode task JSON under its schema; None: on for the embedded model
+    quote_from_document: bool = True  # constrained: the quote is one of the document's sentences (grounded)
     max_new_tokens: int = 512  # tokens per challenger task
     temperature: float = 1.0  # paper: 1.0 for both roles
     top_p: float = 1.0

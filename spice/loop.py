@@ -23,7 +23,7 @@ from spice.config import SpiceConfig, constrained_decoding
 from spice.corpus import Corpus, Document
 from spice.refine import refine_tasks
 from spice.rollout.base import Completion, RolloutEngine, SamplingParams, per_prompt
-from spice.schemas import format_selection_schema, task_schema
+from spice.schemas import format_selection_schema, quote_choices, task_schema
 from spice.scoring import Scores, score_iteration
 from spice.tasks import Invalid, Task
 from spice.train.base import Batch, TrainBackend
@@ -109,8 +109,9 @@ def generate_tasks(engine: RolloutEngine, tokenizer, documents: list[Document], 
         program = program_field(kind, cfg.check)  # None unless check programs are asked for
         prompts.append(chat_prompt_ids(tokenizer, task_lib.challenger_messages(document, kind, cfg.prompt_style,
                                                                                program)))
-        schemas.append(json.dumps(task_schema(kind, cfg.prompt_style, program)) if constrained_decoding(config)
-                       else None)
+        quotes = quote_choices(document.text, cfg.prompt_style) if cfg.quote_from_document else None
+        schemas.append(json.dumps(task_schema(kind, cfg.prompt_style, program, quotes))
+                       if constrained_decoding(config) else None)
     seed = stage_seed(config.run.seed, iteration, "challenger" + (f"/round{round_index}" if round_index else ""))
     shared = SamplingParams(n=cfg.attempts_per_document, temperature=cfg.temperature, top_p=cfg.top_p,
                             max_new_tokens=cfg.max_new_tokens, seed=seed)

@@ -13,8 +13,9 @@ regex compiler unrolls counted repetition (keep counts small: {1,200} fails to c
 from __future__ import annotations
 
 import json
+import re
 
-from spice.tasks import ANSWER_KINDS, LETTERS, PROMPT_STYLES
+from spice.tasks import ANSWER_KINDS, LETTERS, MIN_QUOTE_CHARS, PROMPT_STYLES
 
 DIFFICULTIES = ("easy", "medium", "hard")
 
@@ -59,10 +60,28 @@ def format_selection_schema() -> dict:
     ]}
 
 
-def task_schema(kind: str, style: str = "paper", program: str | None = None) -> dict:
+def quote_choices(text: str, style: str = "paper") -> list[str]:
+    """The document's sentences, long ones cut at word boundaries to the style's text bound, each at least
+    MIN_QUOTE_CHARS long: the quotes a decoder under `task_schema(..., quotes=...)` can choose from."""
+    limit, choices = LIMITS[style]["text"], []
+    for sentence in re.split(r"(?<=[.!?])\s+", " ".join(text.split())):
+        piece = ""
+        for word in sentence.split(" "):
+            if piece and len(piece) + 1 + len(word) > limit:
+                choices.append(piece)
+                piece = ""
+            piece = f"{piece} {word}" if piece else word[:limit]
+        choices.append(piece)
+    return list(dict.fromkeys(c for c in choices if len(c) >= MIN_QUOTE_CHARS))
+
+
+def task_schema(kind: str, style: str = "paper", program: str | None = None,
+                quotes: list[str] | None = None) -> dict:
     """The task reply for `kind` (one of ANSWER_KINDS) in prompt `style` ("compact" has shorter bounds
     and no solution, as its prompt asks). `program` ("required": non-empty, "optional": may be empty)
-    adds the check program before the answer, bounded like the solution (the question in "compact")."""
+    adds the check program before the answer, bounded like the solution (the question in "compact").
+    `quotes` (from `quote_choices`) makes the quote one of the document's own sentences, so a constrained
+    reply is always grounded verbatim; the question is still the challenger's to tie to it."""
     if program not in (None, "optional", "required"):
         raise ValueError(f"program {program!r} is not None, 'optional' or 'required'")
     if kind not in ANSWER_KINDS:
@@ -71,7 +90,7 @@ def task_schema(kind: str, style: str = "paper", program: str | None = None) -> 
         raise ValueError(f"prompt style {style!r} is not one of {PROMPT_STYLES}")
     limits = LIMITS[style]
     properties: dict = {} if kind == "mcq" else {"answer_type": {"const": kind}}
-    properties["quote"] = _text(limits["text"])
+    properties["quote"] = {"enum": list(quotes)} if quotes else _text(limits["text"])
     properties["question"] = _text(limits["text"])
     if kind == "mcq":
         properties["options"] = {"type": "array", "items": _text(limits["text"]), "minItems": 4, "maxItems": 4}

@@ -105,6 +105,8 @@ def test_constrained_challenger_output_always_parses_as_json(tiny_model, tmp_pat
     # a random model cannot ground its quote, but the JSON itself always parses under the schema: only the
     # reasons no schema can express remain (duplicate or blank options, never a wrong number of them)
     assert {r.reason for r in invalid} <= SEMANTIC_REASONS
+    # the quote is one of the document's sentences (challenger.quote_from_document), so it always grounds
+    assert not {r.reason for r in invalid} & {"quote_not_in_document", "quote_too_short", "empty_quote"}
     assert all(r.detail in ("an option is empty", "options are not distinct")
                for r in invalid if r.reason == "mcq_options")
 

@@ -25,6 +25,7 @@ from spice.tasks import (
     LETTERS,
     MIN_QUOTE_CHARS,
     Invalid,
+    Task,
     challenger_messages,
     parse_format_choice,
     parse_task,
@@ -192,3 +193,23 @@ def test_schemas_compile_with_xgrammar():
     assert not _is_grammar_accept_string(grammar, '{"format": "free_form"}')
     with pytest.raises(ValueError, match="'essay'"):
         task_schema("essay")
+
+
+def test_quote_choices_are_the_documents_sentences_and_always_ground():
+    from spice.schemas import LIMITS, quote_choices
+    text = ("Marie Curie was born in Warsaw in 1867.  She won two Nobel Prizes! Ok. "
+            + " ".join(f"w{i}" for i in range(120)) + ".")
+    choices = quote_choices(text, "compact")
+    assert choices[:2] == ["Marie Curie was born in Warsaw in 1867.", "She won two Nobel Prizes!"]
+    assert "Ok." not in choices  # shorter than the parser's minimum quote
+    assert all(8 <= len(c) <= LIMITS["compact"]["text"] for c in choices) and len(choices) >= 4
+    schema = task_schema("integer", "compact", quotes=choices)
+    assert schema["properties"]["quote"] == {"enum": choices}
+    document = Document(id="d", source="test", text=text)
+    for quote in choices:
+        reply = {"answer_type": "integer", "quote": quote, "question": "In which year was Curie born?",
+                 "answer": "1867", "difficulty": "easy"}
+        jsonschema.validate(reply, schema)
+        assert isinstance(parse_task(json.dumps(reply), document, "integer", grounding="exact"), Task)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**reply, "quote": "Marie Curie was born in Paris in 1867."}, schema)
