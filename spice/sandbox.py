@@ -111,12 +111,20 @@ def check_mode(mode: str) -> None:
         raise SandboxError("sandbox mode 'bwrap' needs bubblewrap (apt-get install bubblewrap)")
 
 
+def _hidden_by_tmpfs() -> list[str]:
+    """What the child needs that bwrap's empty /tmp would hide: an interpreter, venv or checkout under /tmp."""
+    needed = {sys.prefix, os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable)),
+              str(CHILD.parent)}
+    return sorted(p for p in needed if p.startswith("/tmp/"))
+
+
 def _command(mode: str, scratch: str) -> list[str]:
     child = [sys.executable, "-I", "-S", str(CHILD)]
     if mode != "bwrap":
         return child
+    visible = [arg for path in _hidden_by_tmpfs() for arg in ("--ro-bind", path, path)]
     return [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-            "--bind", scratch, scratch, "--chdir", scratch, "--unshare-all", "--die-with-parent",
+            *visible, "--bind", scratch, scratch, "--chdir", scratch, "--unshare-all", "--die-with-parent",
             "--new-session", "--cap-drop", "ALL", *child]
 
 

@@ -165,3 +165,16 @@ def test_no_control_bytes_or_utf16_surrogates(lm):
     scores = processor(torch.cat([ids, torch.tensor([[single[0xED]]])], dim=1), torch.zeros(1, model.config.vocab_size))
     assert torch.isfinite(scores[0, single[0x80]]) and torch.isfinite(scores[0, single[0x9F]])
     assert not torch.isfinite(scores[0, single[0xA0]]) and not torch.isfinite(scores[0, single[0xBF]])
+
+
+def test_compiled_grammars_are_cached_and_bounded(monkeypatch, lm):
+    from spice.rollout import constrained
+    tokenizer = lm[1]
+    monkeypatch.setattr(constrained, "MAX_CACHED_GRAMMARS", 2)
+    schemas = [json.dumps({"type": "object", "properties": {"q": {"enum": [f"choice {i}"]}}, "required": ["q"],
+                           "additionalProperties": False}) for i in range(3)]
+    first, vocab = constrained.compiled_json_schema(tokenizer, schemas[0], len(tokenizer))
+    assert constrained.compiled_json_schema(tokenizer, schemas[0], len(tokenizer))[0] is first  # a hit
+    for schema in schemas[1:]:
+        constrained.compiled_json_schema(tokenizer, schema, len(tokenizer))
+    assert list(vocab.grammars) == schemas[1:]  # the least recently used one left

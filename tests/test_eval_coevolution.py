@@ -11,7 +11,7 @@ import pytest
 from spice.config import SpiceConfig
 from spice.corpus import make_document
 from spice.eval import coevolution
-from spice.rollout.base import Completion, SamplingParams
+from spice.rollout.base import Completion, per_prompt
 from spice.testing import TOKENIZER_DIR, tiny_model_dir
 
 SENTENCE = "Gold melts at 1064 degrees Celsius, far below the melting point of iron."
@@ -28,14 +28,14 @@ class RoleEngine:
     def __init__(self, tokenizer, letter: str) -> None:
         self.tokenizer, self.letter, self.calls = tokenizer, letter, []
 
-    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: list[list[int]], sampling) -> list[list[Completion]]:
         out = []
-        for index, prompt in enumerate(prompts):
+        for index, (prompt, params) in enumerate(zip(prompts, per_prompt(sampling, len(prompts)))):
             text = self.tokenizer.decode(prompt)
             role = "challenger" if "<document>" in text or "Document:" in text else "reasoner"
             self.calls.append(role)
             reply = json.dumps(TASK) if role == "challenger" else f"Gold. \\boxed{{{self.letter}}}"
-            out.append([Completion(index, reply, [1], [0.0], "stop", 0) for _ in range(sampling.n)])
+            out.append([Completion(index, reply, [1], [0.0], "stop", 0) for _ in range(params.n)])
         return out
 
     def update_weights(self, named_tensors, version: int) -> dict:

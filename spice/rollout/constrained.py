@@ -57,6 +57,9 @@ def _to_bitmask(allowed: torch.Tensor) -> torch.Tensor:
     return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
 
 
+MAX_CACHED_GRAMMARS = 256  # compiled grammars kept per tokenizer
+
+
 def _vocabulary(tokenizer, vocab_size: int, stop_token_ids: tuple[int, ...]) -> _Vocabulary:
     """The cached tokenizer info and compiler for this tokenizer, vocab size and stop tokens."""
     per_tokenizer = _VOCABULARIES.setdefault(tokenizer, {})
@@ -87,13 +90,16 @@ def compiled_json_schema(tokenizer, schema_json: str, vocab_size: int,
         raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no eos_token_id: pass stop_token_ids")
     with _LOCK:
         vocab = _vocabulary(tokenizer, vocab_size, stops)
-        if schema_json not in vocab.grammars:
+        grammar = vocab.grammars.pop(schema_json, None)  # re-inserted last: least recently used first out
+        if grammar is None:
             try:
-                vocab.grammars[schema_json] = vocab.compiler.compile_json_schema(
-                    schema_json, any_whitespace=False, strict_mode=True)
+                grammar = vocab.compiler.compile_json_schema(schema_json, any_whitespace=False, strict_mode=True)
             except RuntimeError as exc:
                 raise ValueError(f"xgrammar cannot compile the JSON schema {schema_json[:200]!r}: {exc}") from exc
-        return vocab.grammars[schema_json], vocab
+        vocab.grammars[schema_json] = grammar
+        while len(vocab.grammars) > MAX_CACHED_GRAMMARS:  # per-document schemas (quote enums) would grow it
+            del vocab.grammars[next(iter(vocab.grammars))]
+        return grammar, vocab
 
 
 class RowGrammars:
