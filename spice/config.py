@@ -66,6 +66,10 @@ class ReasonerConfig:
     max_new_tokens: int = 512  # tokens per reasoner answer
     temperature: float = 1.0
     top_p: float = 1.0
+    # Constrain each reply (regex, spice.schemas.answer_regex) to a short reasoning without braces or
+    # backslashes that ends in one \boxed{...}: a letter A-D for multiple choice. For small models that
+    # rarely state a final answer in a form the verifier accepts; it changes the format, never the verdict.
+    constrained_answer: bool = False
 
 
 @dataclass

@@ -23,7 +23,7 @@ from spice.config import SpiceConfig, constrained_decoding
 from spice.corpus import Corpus, Document
 from spice.refine import refine_tasks
 from spice.rollout.base import Completion, RolloutEngine, SamplingParams, per_prompt
-from spice.schemas import format_selection_schema, quote_choices, task_schema
+from spice.schemas import answer_regex, format_selection_schema, quote_choices, task_schema
 from spice.scoring import Scores, score_iteration
 from spice.tasks import Invalid, Task
 from spice.train.base import Batch, TrainBackend
@@ -194,6 +194,9 @@ def answer_tasks(engine: RolloutEngine, tokenizer, tasks: list[Task], config: Sp
     sampling = SamplingParams(n=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
                               max_new_tokens=cfg.max_new_tokens,
                               seed=stage_seed(config.run.seed, iteration, "reasoner"))
+    if cfg.constrained_answer:  # the answer's form per task kind, in the same one request
+        sampling = [replace(p, regex=answer_regex(t.kind, cfg.max_new_tokens))
+                    for p, t in zip(per_prompt(sampling, len(prompts)), tasks)]
     return prompts, engine.generate(prompts, sampling) if prompts else []
 
 

@@ -110,6 +110,18 @@ def task_schema(kind: str, style: str = "paper", program: str | None = None,
     return _object(properties)
 
 
+def answer_regex(kind: str, max_new_tokens: int) -> str:
+    """The reasoner's reply under `reasoner.constrained_answer`: free reasoning without braces or
+    backslashes, then one final `\\boxed{...}`, a letter A-D for multiple choice, else up to 64
+    characters with at most one level of braces (so \\frac{1}{2} fits). The reasoning is bounded at two
+    characters per new token, so that most replies box an answer before `max_new_tokens`; one that does
+    not is cut and, having no box, wrong. SGLang compiles it with the same xgrammar (0.2.7 in 0.5.23)."""
+    if kind not in ANSWER_KINDS:
+        raise ValueError(f"task kind {kind!r} is not one of {ANSWER_KINDS}")
+    box = "[A-D]" if kind == "mcq" else r"([^{}\n]|\{[^{}\n]{0,32}\}){1,64}"
+    return rf"[^\\{{}}]{{0,{2 * max(max_new_tokens, 8)}}}\\boxed\{{{box}\}}"
+
+
 def schema_json(schema: dict) -> str:
     """The schema as engines take it (`SamplingParams.json_schema`); keys are not sorted, because the
     order of the properties is the order in which the decoder writes them."""

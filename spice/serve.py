@@ -2,7 +2,7 @@
 
 It answers the subset of SGLang's native HTTP API that spice uses, with SGLang's request and response
 fields (https://docs.sglang.io/basic_usage/native_api.html): `/generate` (input_ids or text;
-sampling_params n, temperature, top_p, max_new_tokens, json_schema, sampling_seed; return_logprob),
+sampling_params n, temperature, top_p, max_new_tokens, json_schema, regex, sampling_seed; return_logprob),
 `/health`, `/get_model_info`, `/get_server_info`, `/flush_cache`, `/update_weights_from_disk`,
 `/update_weights_from_tensor`, `/init_weights_update_group`, `/update_weights_from_distributed`,
 `/destroy_weights_update_group`, `/release_memory_occupation`, `/resume_memory_occupation`.
@@ -38,7 +38,7 @@ import torch
 
 log = logging.getLogger("spice.serve")
 
-SAMPLING_KEYS = {"n", "temperature", "top_p", "max_new_tokens", "json_schema", "sampling_seed",
+SAMPLING_KEYS = {"n", "temperature", "top_p", "max_new_tokens", "json_schema", "regex", "sampling_seed",
                  "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim"}
 BATCH_WINDOW = 0.02  # seconds the batcher waits for more requests before it runs a batch
 DTYPE_NAMES = {"float32", "bfloat16", "float16", "auto", "float", "half"}
@@ -170,11 +170,15 @@ class StandIn:
         unknown = sorted(set(params) - SAMPLING_KEYS)
         if unknown:
             raise BadRequest(f"sampling_params {unknown} are not supported by spice serve")
+        grammars = [key for key in ("json_schema", "regex") if params.get(key) is not None]
+        if len(grammars) > 1:  # SGLang's SamplingParams.verify refuses it the same way
+            raise BadRequest("Only one of json_schema, regex, ebnf, or structural_tag can be set.")
         try:
             n = int(params.get("n", 1))
             sampling = SamplingParams(
                 n=n, temperature=float(params.get("temperature", 1.0)), top_p=float(params.get("top_p", 1.0)),
                 max_new_tokens=int(params.get("max_new_tokens", 128)), json_schema=params.get("json_schema"),
+                regex=params.get("regex"),
                 seed=None if params.get("sampling_seed") is None else int(params["sampling_seed"]))
         except (TypeError, ValueError) as error:
             raise BadRequest(f"sampling_params: {error}") from error

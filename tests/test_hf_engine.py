@@ -110,6 +110,36 @@ def test_logprobs_are_the_unmasked_policy_for_free_and_constrained_rows(tiny_mod
     assert masked < -5  # a random model gives the grammar's forced tokens low policy probability
 
 
+def test_regex_rows_follow_their_pattern_with_unmasked_logprobs(tiny_model):
+    """`reasoner.constrained_answer`'s regex: every reply is a short reasoning then one boxed letter (or a
+    boxed free-form answer), and its logprobs are still the unmasked policy's."""
+    import re
+
+    from transformers import AutoModelForCausalLM
+
+    from spice.schemas import answer_regex
+
+    engine = HFRolloutEngine(tiny_model, batch_size=8)
+    prompts = _prompts(engine.tokenizer)
+    patterns = [answer_regex("mcq", 24), answer_regex("expression", 24)]
+    out = engine.generate(prompts, [SamplingParams(n=3, max_new_tokens=64, regex=r, seed=3) for r in patterns])
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    for prompt, pattern, group in zip(prompts, patterns, out):
+        for completion in group:
+            assert completion.finish_reason == "stop", completion.text
+            assert re.fullmatch(pattern, completion.text), completion.text
+            expected = _teacher_forced(reference, prompt, completion.token_ids)
+            torch.testing.assert_close(torch.tensor(completion.logprobs), expected, atol=1e-5, rtol=1e-5)
+    assert all(re.search(r"\\boxed\{[A-D]\}$", c.text) for c in out[0])
+
+
+def test_sampling_params_refuse_two_grammars():
+    import pytest
+
+    with pytest.raises(ValueError, match="exclusive"):
+        SamplingParams(json_schema="{}", regex="a")
+
+
 def test_finished_rows_leave_the_batch_without_changing_results(tiny_model):
     """Rows whose budget ends stop costing compute; decoding each row alone gives the same tokens."""
     engine = HFRolloutEngine(tiny_model, batch_size=8)

@@ -77,6 +77,23 @@ def test_one_iteration_end_to_end_changes_the_weights(tiny_model, tmp_path):
     assert all(len(r["reasoner"]) == 2 and r["document_id"] for r in valid)
 
 
+def test_constrained_answer_boxes_every_reasoner_reply(tiny_model, tmp_path):
+    """reasoner.constrained_answer: the reasoner's replies (one request, a regex per task) each end in one
+    boxed letter, which the verifier reads; without it a random model's replies box nothing."""
+    import re
+
+    corpus, corpus_path = make_corpus(tmp_path)
+    for constrained in (True, False):
+        config = config_for(tmp_path, corpus_path, tiny_model, "reasoner.max_new_tokens=40",
+                            f"reasoner.constrained_answer={str(constrained).lower()}")
+        engine = ScriptedChallengerEngine(HFRolloutEngine(tiny_model, batch_size=8), corpus.documents)
+        iteration, _ = loop.run_rollouts(engine, engine.tokenizer, corpus, config, 0)
+        replies = [c.text for group in iteration.answers for c in group]
+        assert len(replies) == 4
+        boxed = [bool(re.search(r"\\boxed\{[A-D]\}$", text)) for text in replies]
+        assert all(boxed) if constrained else not any(boxed)
+
+
 def test_kinds_come_from_the_allowed_formats(tiny_model, tmp_path):
     corpus, corpus_path = make_corpus(tmp_path)
     config = config_for(tmp_path, corpus_path, tiny_model, "challenger.formats=[free_form]")

@@ -91,6 +91,17 @@ def test_json_schema_is_applied(served):
     assert out["text"].lstrip().startswith("{")
 
 
+def test_regex_is_applied_and_two_grammars_are_refused(served):
+    """SGLang compiles `regex` with xgrammar and refuses json_schema and regex together (SamplingParams.verify)."""
+    url, _ = served
+    out = _post(url, "/generate", {"input_ids": [1, 2], "sampling_params": {
+        "regex": "(yes|no)", "max_new_tokens": 8, "temperature": 1.0}}).json()
+    assert out["text"] in ("yes", "no")
+    both = _post(url, "/generate", {"input_ids": [1, 2], "sampling_params": {
+        "regex": "(yes|no)", "json_schema": '{"type": "object"}', "max_new_tokens": 8}})
+    assert both.status_code == 400 and "Only one of json_schema, regex" in both.json()["error"]
+
+
 def test_tensor_update_sets_version_and_weights(served):
     url, app = served
     name, param = next(iter(app.engine.model.named_parameters()))

@@ -58,6 +58,8 @@ def test_sampling_payloads_batch_n_unless_deterministic_inference_honours_seeds(
     [(params, n)] = sampling_payloads(SamplingParams(n=4, temperature=0.7, json_schema=schema, seed=5))
     assert n == 4 and params == {"n": 4, "temperature": 0.7, "top_p": 1.0, "max_new_tokens": 256,
                                  "json_schema": schema}  # sampling_seed would be ignored: not sent
+    [(by_regex, _)] = sampling_payloads(SamplingParams(n=2, regex="(yes|no)"))
+    assert by_regex["regex"] == "(yes|no)" and "json_schema" not in by_regex
     seeded = sampling_payloads(SamplingParams(n=3, seed=100), deterministic=True)
     seeds = [p["sampling_seed"] for p, _ in seeded]
     assert len(set(seeds)) == 3 and all(0 <= s < 2**63 for s in seeds)
@@ -91,6 +93,8 @@ def test_parse_response_single_list_and_trimmed_eos():
     assert not single.masked_logprobs and not any(c.masked_logprobs for c in completions)
     [constrained] = parse_generate_response(_output([3]), _Request(0, 0, [1], {"json_schema": "{}"}, 1), 0, 0)
     assert constrained.masked_logprobs  # SGLang's logprobs under a grammar are the masked distribution's
+    [by_regex] = parse_generate_response(_output([3]), _Request(0, 0, [1], {"regex": "a"}, 1), 0, 0)
+    assert by_regex.masked_logprobs
 
 
 @pytest.mark.parametrize("body, needle", [

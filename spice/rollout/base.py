@@ -19,7 +19,17 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 256
     json_schema: str | None = None  # constrain the output to this JSON schema (a JSON string)
+    regex: str | None = None  # or to this regular expression (xgrammar's dialect); at most one of the two
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.json_schema is not None and self.regex is not None:
+            raise ValueError("SamplingParams: json_schema and regex are exclusive (SGLang refuses both at once)")
+
+    @property
+    def constrained(self) -> bool:
+        """Whether a grammar masks the sampled distribution."""
+        return self.json_schema is not None or self.regex is not None
 
 
 @dataclass
@@ -32,7 +42,7 @@ class Completion:
     logprobs: list[float]  # log-probability of each sampled token under the serving weights
     finish_reason: str  # "stop" (EOS) or "length" (hit max_new_tokens)
     weight_version: int  # version of the weights that produced it
-    # True when `logprobs` are of the grammar-masked distribution (SGLang under json_schema), not the
+    # True when `logprobs` are of the grammar-masked distribution (SGLang under json_schema/regex), not the
     # policy's: the trainer recomputes them before the update (loop.update_policy).
     masked_logprobs: bool = False
 

@@ -38,7 +38,7 @@ class _Vocabulary:
     clean: torch.Tensor  # int32 bitmask row: tokens without bytes below 0x20 or surrogate sequences
     not_after_ed: torch.Tensor  # int32 bitmask [1 + len(_LEADS), words]: tokens that may follow each lead byte
     ends_ed: torch.Tensor  # long [vocab_size]: 1 + index in _LEADS of the lead byte a token ends with, else 0
-    grammars: dict[str, xgr.CompiledGrammar]
+    grammars: dict[str | tuple[str, str], xgr.CompiledGrammar]  # json schema text, or ("regex", pattern)
 
 
 # Lead bytes whose next byte xgrammar may accept outside UTF-8, with the second bytes that are not UTF-8.
@@ -85,18 +85,31 @@ def _vocabulary(tokenizer, vocab_size: int, stop_token_ids: tuple[int, ...]) -> 
 def compiled_json_schema(tokenizer, schema_json: str, vocab_size: int,
                          stop_token_ids: list[int] | None = None) -> tuple[xgr.CompiledGrammar, _Vocabulary]:
     """The compiled grammar of `schema_json` (cached) and the token masks of this tokenizer."""
+    return compiled_grammar(tokenizer, "json_schema", schema_json, vocab_size, stop_token_ids)
+
+
+def compiled_grammar(tokenizer, kind: str, source: str, vocab_size: int,
+                     stop_token_ids: list[int] | None = None) -> tuple[xgr.CompiledGrammar, _Vocabulary]:
+    """The compiled grammar of a `json_schema` (a JSON string) or a `regex` (xgrammar's regex dialect,
+    what SGLang's xgrammar backend compiles for its `regex` sampling parameter), cached per tokenizer,
+    with the token masks of this tokenizer."""
+    if kind not in ("json_schema", "regex"):
+        raise ValueError(f"grammar kind {kind!r}: expected json_schema or regex")
     stops = tuple(stop_token_ids) if stop_token_ids else (tokenizer.eos_token_id,)
     if stops == (None,):
         raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no eos_token_id: pass stop_token_ids")
     with _LOCK:
         vocab = _vocabulary(tokenizer, vocab_size, stops)
-        grammar = vocab.grammars.pop(schema_json, None)  # re-inserted last: least recently used first out
+        key = source if kind == "json_schema" else ("regex", source)
+        grammar = vocab.grammars.pop(key, None)  # re-inserted last: least recently used first out
         if grammar is None:
             try:
-                grammar = vocab.compiler.compile_json_schema(schema_json, any_whitespace=False, strict_mode=True)
+                grammar = (vocab.compiler.compile_json_schema(source, any_whitespace=False, strict_mode=True)
+                           if kind == "json_schema" else vocab.compiler.compile_regex(source))
             except RuntimeError as exc:
-                raise ValueError(f"xgrammar cannot compile the JSON schema {schema_json[:200]!r}: {exc}") from exc
-        vocab.grammars[schema_json] = grammar
+                what = "JSON schema" if kind == "json_schema" else "regex"
+                raise ValueError(f"xgrammar cannot compile the {what} {source[:200]!r}: {exc}") from exc
+        vocab.grammars[key] = grammar
         while len(vocab.grammars) > MAX_CACHED_GRAMMARS:  # per-document schemas (quote enums) would grow it
             del vocab.grammars[next(iter(vocab.grammars))]
         return grammar, vocab

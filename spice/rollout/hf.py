@@ -54,7 +54,7 @@ class HFRolloutEngine:
         params = per_prompt(sampling, len(prompts))
         rows: list[Row] = []
         for index, (prompt, p) in enumerate(zip(prompts, params)):
-            grammar = self._grammar(p.json_schema)
+            grammar = self._grammar(p)
             for sample in range(p.n):
                 seed = int(torch.randint(2**63 - 1, (1,), generator=self._rng)) if p.seed is None \
                     else sample_seed(p.seed, sample)
@@ -78,14 +78,16 @@ class HFRolloutEngine:
             ))
         return results
 
-    def _grammar(self, schema: str | None):
-        """The compiled grammar of a JSON schema (cached per schema), None when unconstrained."""
-        if schema is None:
+    def _grammar(self, sampling: SamplingParams):
+        """The compiled grammar of the call's JSON schema or regex (cached), None when unconstrained."""
+        if not sampling.constrained:
             return None
-        from spice.rollout.constrained import compiled_json_schema
+        from spice.rollout.constrained import compiled_grammar
 
-        grammar, self._vocabulary = compiled_json_schema(self.tokenizer, schema, self.model.config.vocab_size,
-                                                         stop_token_ids=self.eos_ids)
+        kind, source = (("json_schema", sampling.json_schema) if sampling.json_schema is not None
+                        else ("regex", sampling.regex))
+        grammar, self._vocabulary = compiled_grammar(self.tokenizer, kind, source, self.model.config.vocab_size,
+                                                     stop_token_ids=self.eos_ids)
         return grammar
 
     @torch.no_grad()

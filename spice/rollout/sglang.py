@@ -77,6 +77,8 @@ def sampling_payloads(sampling: SamplingParams, deterministic: bool = False) -> 
                             "max_new_tokens": sampling.max_new_tokens}
     if sampling.json_schema is not None:
         base["json_schema"] = sampling.json_schema
+    if sampling.regex is not None:
+        base["regex"] = sampling.regex
     if sampling.seed is None or not deterministic:
         return [({**base, "n": sampling.n}, sampling.n)]
     return [({**base, "n": 1, "sampling_seed": sample_seed(sampling.seed, j)}, 1) for j in range(sampling.n)]
@@ -121,7 +123,8 @@ def parse_generate_response(body: Any, request: _Request, weight_version: int,
             raise _Transient("output has no text")
         completions.append(Completion(prompt_index=request.prompt_index, text=text, token_ids=token_ids,
                                       logprobs=logprobs, finish_reason=kind, weight_version=weight_version,
-                                      masked_logprobs="json_schema" in request.sampling_params))
+                                      masked_logprobs="json_schema" in request.sampling_params
+                                      or "regex" in request.sampling_params))
     return completions
 
 
