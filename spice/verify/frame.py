@@ -146,3 +146,26 @@ def _products(s: str) -> str:
 def _exact_decimals(s: str) -> str:
     return _DECIMAL.sub(lambda m: "\\frac{" + (m.group(1) + m.group(2)).lstrip("0") + "0" * (
         (m.group(1) + m.group(2)).lstrip("0") == "") + "}{1" + "0" * len(m.group(2)) + "}", s)
+
+
+TINY = 1e-6  # math-verify's numeric fallback rounds to 6 places: below this any two values look equal
+
+
+def tiny_values_differ(gold, answer) -> bool:
+    """Whether math-verify's parses of a gold and an answer are two different numbers below TINY, which
+    its 6-place numeric comparison equates (sqrt(2)/10^17 "equals" sqrt(3)/10^17): compared at 30
+    significant digits, they must agree to a relative 1e-6. Non-numbers and larger values: False."""
+    import sympy
+
+    def value(parsed):
+        expr = next((e for e in parsed if isinstance(e, sympy.Expr)), None)
+        if expr is None or not expr.is_number or expr.free_symbols:
+            return None
+        number = sympy.N(expr, 30)
+        return number if number.is_real else None
+
+    a, b = value(gold), value(answer)
+    if a is None or b is None:
+        return False
+    big = max(abs(a), abs(b))
+    return bool(0 < big < TINY and abs(a - b) > TINY * big)

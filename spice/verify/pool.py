@@ -29,6 +29,8 @@ def _math_verify_pair(answer: str, gold: str, cache: dict) -> bool:
     from math_verify import parse
     from math_verify import verify as mv_verify
 
+    from spice.verify.frame import tiny_values_differ
+
     def parsed(s: str):
         if s not in cache:
             if len(cache) > 4096:
@@ -37,7 +39,9 @@ def _math_verify_pair(answer: str, gold: str, cache: dict) -> bool:
         return cache[s]
 
     try:
-        return bool(mv_verify(parsed(gold), parsed(answer), timeout_seconds=None))
+        if not mv_verify(parsed(gold), parsed(answer), timeout_seconds=None):
+            return False
+        return not tiny_values_differ(parsed(gold), parsed(answer))  # its 6-place rounding equates them
     except Exception:  # math-verify or sympy failing on a string is a wrong answer, not a crash
         return False
 
