@@ -43,3 +43,13 @@ def test_report_pools_attempts_answers_and_letters(tmp_path: Path) -> None:
     assert "| answers naming a letter | - | 50.0% ± 20.4 (3/6) |" in text
     assert "| truncated answers | - | 50.0% ± 20.4 (3/6) |" in text
     assert "| gold answers | 0/0/0/0 | 0/3/0/0 |" in text
+    # golds all B, the reasoner says B half the time: letter habits alone would be right half the time
+    assert "| right by letter preference alone (expected) | - | 50.0% |" in text
+
+
+def test_letter_preference_rate_is_the_chance_of_independent_letters() -> None:
+    records = [{"iteration": 0, "kind": "mcq", "answer": g, "reasoner": [{"answer": a} for a in said]}
+               for g, said in (("A", "AB"), ("A", "AC"), ("B", "DD"))]
+    # golds per answer: A 4, B 2; answers: A 2, B 1, C 1, D 2 -> (4 * 2 + 2 * 1) / 36
+    assert math.isclose(learning.letter_preference_rate(records, {0}), 10 / 36)
+    assert learning.letter_preference_rate(records, {1}) is None

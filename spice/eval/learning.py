@@ -68,6 +68,19 @@ def letters(records: list[dict], iterations: set[int]) -> tuple[Counter, Counter
             Counter(a["answer"] for r in answered for a in r["reasoner"] if a["answer"] in ("A", "B", "C", "D")))
 
 
+def letter_preference_rate(records: list[dict], iterations: set[int]) -> float | None:
+    """The right-answer rate a reasoner would get by its letter preferences alone: its answers' letters
+    drawn independently of the questions, against these tasks' gold letters (both per answer). A real
+    rate near it is letter habits, not reading; a challenger whose golds lean to one letter and a
+    reasoner that names that letter raise it together."""
+    answered = [r for r in records if r["iteration"] in iterations and r.get("reasoner") and r["kind"] == "mcq"]
+    answers = [(r["answer"], a["answer"]) for r in answered for a in r["reasoner"]]
+    if not answers:
+        return None
+    gold, said = Counter(g for g, _ in answers), Counter(a for _, a in answers)
+    return sum(gold[x] * said[x] for x in "ABCD") / len(answers) ** 2
+
+
 def _rate(hits: int, trials: int) -> str:
     if not trials:
         return "-"
@@ -93,6 +106,9 @@ def report(run_dir: str | Path, window: int) -> str:
     first, last = pooled_rates(records, early), pooled_rates(records, late)
     for name in first:
         lines.append(f"| {name} | {_rate(*first[name])} | {_rate(*last[name])} |")
+    habit = [letter_preference_rate(records, part) for part in (early, late)]
+    lines.append("| right by letter preference alone (expected) | "
+                 + " | ".join("-" if h is None else f"{100 * h:.1f}%" for h in habit) + " |")
     lines += ["", "| letters (A/B/C/D) | early | late |", "|---|---|---|"]
     (gold_1, said_1), (gold_2, said_2) = letters(records, early), letters(records, late)
     for name, one, two in (("gold answers", gold_1, gold_2), ("reasoner answers", said_1, said_2)):
