@@ -49,6 +49,9 @@ class ChallengerConfig:
     grounding: str = "fuzzy"  # exact | fuzzy | off: how the task's quote must match the document (spice.tasks)
     constrained_decoding: bool | None = None  # decode task JSON under its schema; None: on for the embedded model
     quote_from_document: bool = True  # constrained: the quote is one of the document's sentences (grounded)
+    # MCQ options shown to the reasoner in a seeded random order, the gold letter moved with its option:
+    # letter habits of the two roles (golds leaning to A, a reasoner saying A) then earn 1 in 4, no more
+    shuffle_options: bool = True
     max_new_tokens: int = 512  # tokens per challenger task
     temperature: float = 1.0  # paper: 1.0 for both roles
     top_p: float = 1.0

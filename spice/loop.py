@@ -185,6 +185,17 @@ def select_attempts(samples: list[ChallengerSample], config: SpiceConfig, iterat
             for s in paper_group(group, config.challenger.attempts_per_document, rng)]
 
 
+def shuffle_options(samples: list[ChallengerSample], config: SpiceConfig, iteration: int) -> None:
+    """`challenger.shuffle_options`: every MCQ task's options in a seeded random order (per iteration and
+    position) before the reasoner sees them; its verdicts and records then use that order."""
+    if not config.challenger.shuffle_options:
+        return
+    seed = stage_seed(config.run.seed, iteration, "options")
+    for position, sample in enumerate(samples):
+        if isinstance(sample.result, Task):
+            sample.result = task_lib.shuffled_options(sample.result, random.Random(f"{seed}/{position}"))
+
+
 def answer_tasks(engine: RolloutEngine, tokenizer, tasks: list[Task], config: SpiceConfig,
                  iteration: int) -> tuple[list[list[int]], list[list[Completion]]]:
     """G reasoner answers per task; the reasoner never sees the document."""
@@ -271,6 +282,7 @@ def run_rollouts(engine: RolloutEngine, tokenizer, corpus: Corpus, config: Spice
     if config.challenger.refine_rounds:
         refine_tasks(engine, tokenizer, trained, config, index)
         lap("refine")
+    shuffle_options(trained, config, index)
     tasks = [s.result for s in trained if isinstance(s.result, Task)]
     reasoner_prompts, answers = answer_tasks(engine, tokenizer, tasks, config, index)
     lap("reasoner")

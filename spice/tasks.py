@@ -6,10 +6,11 @@ a worked solution and a difficulty. The reasoner sees only the question and boxe
 
 from __future__ import annotations
 
+import random
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from spice.corpus import Document
 from spice.json_extract import ExtractError, extract_json_object
@@ -58,6 +59,21 @@ class Task:
     quote: str = ""  # the supporting quote from the document
     solution: str = ""
     difficulty: str = ""
+    # "mcq" after shuffled_options: the challenger's position of each option as shown (() = as written)
+    option_order: tuple[int, ...] = ()
+
+
+def shuffled_options(task: Task, rng: random.Random) -> Task:
+    """The MCQ task with its options in a random order and the gold letter moved with its option: the
+    reasoner cannot profit from the challenger's letter habits (a gold that leans to A, a reasoner that
+    says A), so naming letters without reading is right 1 time in 4, whatever either role prefers."""
+    if task.kind != "mcq" or len(task.options) != len(LETTERS):
+        return task
+    order = list(range(len(LETTERS)))
+    rng.shuffle(order)
+    gold = LETTERS.index(task.answer)
+    return replace(task, options=tuple(task.options[i] for i in order), answer=LETTERS[order.index(gold)],
+                   option_order=tuple(order))
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,8 @@ def task_records(it: Iteration, weight_version: int) -> list[dict]:
             task = sample.result
             record.update(status="valid", question=task.question, answer=task.answer,
                           options=list(task.options), quote=task.quote)
+            if task.option_order:  # shown shuffled: the challenger wrote option option_order[i] at letter i
+                record["option_order"] = list(task.option_order)
             if row in answers_of:
                 rewards = it.scores.reasoner_rewards[row].tolist()
                 record["reasoner"] = [

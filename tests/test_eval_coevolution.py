@@ -21,12 +21,16 @@ TASK = {"quote": SENTENCE, "question": "Which of these metals melts at 1064 degr
 
 
 class RoleEngine:
-    """Writes TASK as the challenger and answers `letter` as the reasoner."""
+    """Writes TASK as the challenger and, as the reasoner, answers the letter under which the prompt
+    lists the option `pick` (options are shown shuffled)."""
 
     weight_version = 0
 
-    def __init__(self, tokenizer, letter: str) -> None:
-        self.tokenizer, self.letter, self.calls = tokenizer, letter, []
+    def __init__(self, tokenizer, pick: str) -> None:
+        self.tokenizer, self.pick, self.calls = tokenizer, pick, []
+
+    def _letter(self, text: str) -> str:
+        return next(line[0] for line in text.splitlines() if line[1:3] == ". " and line[3:] == self.pick)
 
     def generate(self, prompts: list[list[int]], sampling) -> list[list[Completion]]:
         out = []
@@ -34,7 +38,7 @@ class RoleEngine:
             text = self.tokenizer.decode(prompt)
             role = "challenger" if "<document>" in text or "Document:" in text else "reasoner"
             self.calls.append(role)
-            reply = json.dumps(TASK) if role == "challenger" else f"Gold. \\boxed{{{self.letter}}}"
+            reply = json.dumps(TASK) if role == "challenger" else f"Gold. \\boxed{{{self._letter(text)}}}"
             out.append([Completion(index, reply, [1], [0.0], "stop", 0) for _ in range(params.n)])
         return out
 
@@ -64,17 +68,19 @@ def _config() -> SpiceConfig:
 def test_pass_rate_of_a_reasoner_on_another_models_tasks(tokenizer) -> None:
     documents = [make_document(f"{SENTENCE} Note {i}: metals differ.", f"doc{i}") for i in range(3)]
     config = _config()
-    tasks = coevolution.challenger_tasks(RoleEngine(tokenizer, "A"), tokenizer, documents, config)
+    tasks = coevolution.challenger_tasks(RoleEngine(tokenizer, "Gold"), tokenizer, documents, config)
     assert len(tasks) == 3  # one kept task per document, though each had two valid attempts
     assert {t.doc_id for t in tasks} == {d.id for d in documents}
-    assert all(t.answer == "A" and t.kind == "mcq" for t in tasks)
-    strong = coevolution.reasoner_verdicts(RoleEngine(tokenizer, "A"), tokenizer, tasks, config)
-    weak = coevolution.reasoner_verdicts(RoleEngine(tokenizer, "C"), tokenizer, tasks, config)
+    # shown shuffled as the loop shows them: the gold letter follows "Gold" wherever it went
+    assert all(t.kind == "mcq" and t.options[ord(t.answer) - ord("A")] == "Gold" for t in tasks)
+    assert all(sorted(t.option_order) == [0, 1, 2, 3] for t in tasks)
+    strong = coevolution.reasoner_verdicts(RoleEngine(tokenizer, "Gold"), tokenizer, tasks, config)
+    weak = coevolution.reasoner_verdicts(RoleEngine(tokenizer, "Tungsten"), tokenizer, tasks, config)
     assert strong == [[True] * 3] * 3 and weak == [[False] * 3] * 3
     assert coevolution.pass_rate(strong) == 1.0 and coevolution.pass_rate(weak) == 0.0
     assert coevolution.pass_rate([[True, False], [False, False]]) == 0.25
     assert coevolution.pass_rate([]) is None
-    assert coevolution.reasoner_verdicts(RoleEngine(tokenizer, "A"), tokenizer, [], config) == []
+    assert coevolution.reasoner_verdicts(RoleEngine(tokenizer, "Gold"), tokenizer, [], config) == []
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -94,6 +94,29 @@ def test_constrained_answer_boxes_every_reasoner_reply(tiny_model, tmp_path):
         assert all(boxed) if constrained else not any(boxed)
 
 
+def test_mcq_options_reach_the_reasoner_shuffled_and_are_recorded(tiny_model, tmp_path):
+    """The scripted challenger always puts the gold at A; the reasoner sees it moved, its verdicts use
+    the moved letter, and the record keeps the order. Off: the challenger's order."""
+    corpus, corpus_path = make_corpus(tmp_path)
+    for shuffle in (True, False):
+        config = config_for(tmp_path, corpus_path, tiny_model, "run.documents_per_iteration=3",
+                            f"challenger.shuffle_options={str(shuffle).lower()}")
+        engine = ScriptedChallengerEngine(HFRolloutEngine(tiny_model, batch_size=8), corpus.documents)
+        golds = []
+        for index in range(3):
+            iteration, _ = loop.run_rollouts(engine, engine.tokenizer, corpus, config, index)
+            for sample, prompt in zip([s for s in iteration.trained if isinstance(s.result, Task)],
+                                      iteration.reasoner_prompts):
+                task = sample.result
+                words = sample.document.text.split()
+                assert task.options[ord(task.answer) - ord("A")] == words[0]  # the gold moved with its option
+                assert f"{task.answer}. {words[0]}" in engine.tokenizer.decode(prompt)
+                golds.append(task.answer)
+            records = [r for r in task_records(iteration, 0) if r["status"] == "valid"]
+            assert all(("option_order" in r) == shuffle for r in records)
+        assert (set(golds) != {"A"}) if shuffle else (set(golds) == {"A"})
+
+
 def test_kinds_come_from_the_allowed_formats(tiny_model, tmp_path):
     corpus, corpus_path = make_corpus(tmp_path)
     config = config_for(tmp_path, corpus_path, tiny_model, "challenger.formats=[free_form]")

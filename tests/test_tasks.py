@@ -306,3 +306,21 @@ def test_integer_answers_of_any_length_are_canonical_without_int():
     task = parse_task(free(answer=huge), DOC, "integer")
     assert isinstance(task, Task) and task.answer == "-" + "9" * 10_000
     assert parse_task(free(answer="-0"), DOC, "integer").answer == "0"
+
+
+def test_shuffled_options_move_the_gold_with_its_option_and_spread_the_letters():
+    import random
+    from collections import Counter
+
+    from spice.tasks import Task, shuffled_options
+
+    task = Task("Which metal melts at 1064 C?", "A", "mcq", "d", ("Gold", "Iron", "Tin", "Lead"))
+    letters = Counter()
+    for seed in range(400):
+        shown = shuffled_options(task, random.Random(seed))
+        assert shown.options[ord(shown.answer) - ord("A")] == "Gold"
+        assert [task.options[i] for i in shown.option_order] == list(shown.options)
+        letters[shown.answer] += 1
+    assert set(letters) == set("ABCD") and all(70 <= n <= 130 for n in letters.values())  # 100 expected
+    free = Task("How many?", "3", "integer", "d")
+    assert shuffled_options(free, random.Random(0)) is free

@@ -26,7 +26,9 @@ def challenger_tasks(engine: RolloutEngine, tokenizer, documents: list[Document]
 
     kinds, _ = loop.choose_kinds(engine, tokenizer, documents, config, 0)
     attempts = loop.generate_tasks(engine, tokenizer, documents, kinds, config, 0)
-    return [s.result for s in loop.keep_one_task_per_document(attempts) if isinstance(s.result, Task)]
+    kept = loop.keep_one_task_per_document(attempts)
+    loop.shuffle_options(kept, config, 0)  # shown to every reasoner as the loop shows them
+    return [s.result for s in kept if isinstance(s.result, Task)]
 
 
 def reasoner_verdicts(engine: RolloutEngine, tokenizer, tasks: list[Task],
