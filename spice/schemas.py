@@ -39,7 +39,7 @@ ANSWER_PATTERNS = {
 # expression with unbalanced brackets, and the checks against the document and the wording.
 SEMANTIC_REASONS = frozenset({
     "empty_question", "empty_answer", "answer_type_mismatch", "mcq_options", "refers_to_document",
-    "empty_quote", "quote_too_short", "quote_not_in_document",
+    "empty_quote", "quote_too_short", "quote_not_in_document", "question_too_short", "question_off_quote",
 })
 
 

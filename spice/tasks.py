@@ -44,7 +44,13 @@ INVALID_REASONS: tuple[str, ...] = (
     "quote_too_short",
     "quote_not_in_document",  # the grounding check
     "answer_in_question",  # the question states its own gold answer (a multi-word string, a multi-digit number)
+    "question_too_short",  # fewer than MIN_QUESTION_WORDS words: "2", "A", "Why?" ask nothing answerable
+    "question_off_quote",  # neither the question nor the gold answer shares a word with the quote
 )
+MIN_QUESTION_WORDS = 3  # words of two letters or more
+_WORDS = re.compile(r"[^\W\d_]{2,}")
+_CONTENT_WORD = re.compile(r"[^\W\d_]{4,}|\d{2,}")  # what ties a question to its quote: a word or a number
+_LABEL_ONLY = re.compile(r"\(?[A-Da-d]\)?[.:)]?")
 
 
 @dataclass(frozen=True)
@@ -312,6 +318,8 @@ def _options(raw: object) -> tuple[str, ...] | Invalid:
     options = tuple(_OPTION_PREFIX.sub("", str(o)).strip() for o in raw)
     if any(not o for o in options):
         return Invalid("mcq_options", "an option is empty")
+    if any(_LABEL_ONLY.fullmatch(o) or not any(c.isalnum() for c in o) for o in options):
+        return Invalid("mcq_options", "an option is only a letter label or punctuation")
     if len({_normal(o) for o in options}) != 4:
         return Invalid("mcq_options", "options are not distinct")
     return options
@@ -381,6 +389,14 @@ def _answer_in_question(answer: str, kind: str, question: str) -> bool:
     return any(m.group().replace(",", "").lstrip("+") == value for m in _NUMBER_IN_TEXT.finditer(question))
 
 
+def _shares_a_word(text: str, quote: str) -> bool:
+    """Whether `text` (the question and its gold answer) holds a word of four letters or more, or a number
+    of two digits or more, that the quote holds too (case-folded): the least a question about its quote
+    must do, which a question unrelated to the document fails."""
+    quoted = {w.casefold() for w in _CONTENT_WORD.findall(quote.translate(_QUOTE_CHARS))}
+    return any(w.casefold() in quoted for w in _CONTENT_WORD.findall(text.translate(_QUOTE_CHARS)))
+
+
 def _canonical_integer(answer: str) -> str:
     """"1,234" -> "1234", "+007" -> "7", "-0" -> "0", without int() (which refuses over 4300 digits)."""
     digits = answer.replace(",", "")
@@ -440,6 +456,8 @@ def parse_task(completion_text: str, document: Document, kind: str | None = None
         return Invalid("answer_type_mismatch", f"{kind} answer {answer[:60]!r}")
     elif kind == "integer":
         answer = _canonical_integer(answer)
+    if len(_WORDS.findall(fields["question"])) < MIN_QUESTION_WORDS:
+        return Invalid("question_too_short", fields["question"][:60])
     if _REFERS.search(fields["question"]):
         return Invalid("refers_to_document", _REFERS.search(fields["question"]).group(0))
     if kind != "mcq" and _answer_in_question(answer, kind, fields["question"]):
@@ -447,6 +465,9 @@ def parse_task(completion_text: str, document: Document, kind: str | None = None
     ungrounded = _grounded(fields["quote"], document, grounding)
     if ungrounded is not None:
         return ungrounded
+    gold_text = options[LETTERS.index(answer)] if kind == "mcq" else answer
+    if grounding != "off" and not _shares_a_word(f"{fields['question']} {gold_text}", fields["quote"]):
+        return Invalid("question_off_quote", fields["question"][:60])
     return Task(question=fields["question"], answer=answer, kind=kind, doc_id=document.id, options=options,
                 quote=fields["quote"], solution=fields["solution"], difficulty=fields["difficulty"])
 

@@ -78,7 +78,8 @@ def test_required_numeric_needs_a_program_and_off_checks_nothing():
     assert isinstance(result, Invalid) and result.reason == "check_missing"
     (result, record), = run_checks([output("240", "print(1 + 1)")], mode="off")
     assert isinstance(result, Task) and record is None
-    string = output("Leeds", "print('Leeds')", kind="string", question="In which city did the bakery open?")
+    string = output("Leeds", "print('Leeds')", kind="string",
+                    question="In which city is the bakery that sold 144 loaves on Monday?")
     (result, record), = run_checks([string], mode="required_numeric", kind="string")
     assert isinstance(result, Task) and record is None  # strings carry no program
 

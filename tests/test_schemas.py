@@ -68,7 +68,7 @@ def _value(name: str, prop: dict) -> st.SearchStrategy:
     if name == "question":
         return _text(prop, QUESTIONS)
     if name == "quote":
-        return _text(prop, ["1903", " "], piece=MIN_QUOTE_CHARS)
+        return _text(prop, ["1903", " ", "the Nobel Prize in Chemistry in 1911"], piece=MIN_QUOTE_CHARS)
     return _text(prop, ["x^2 + 1", "(1911 - 1903", "sqrt(2)/2", " "])
 
 
@@ -85,7 +85,7 @@ def test_schema_valid_replies_parse_or_fail_semantically(kind, style):
     jsonschema.Draft202012Validator.check_schema(schema)
     seen: set[str] = set()
 
-    @settings(max_examples=40, deadline=None, derandomize=True,
+    @settings(max_examples=200, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     @given(replies(schema))
     def check(obj):
@@ -210,6 +210,9 @@ def test_quote_choices_are_the_documents_sentences_and_always_ground():
         reply = {"answer_type": "integer", "quote": quote, "question": "In which year was Curie born?",
                  "answer": "1867", "difficulty": "easy"}
         jsonschema.validate(reply, schema)
-        assert isinstance(parse_task(json.dumps(reply), document, "integer", grounding="exact"), Task)
+        result = parse_task(json.dumps(reply), document, "integer", grounding="exact")
+        # every constrained quote grounds; a question unrelated to its quote is still refused
+        assert isinstance(result, Task) if quote == choices[0] else \
+            (isinstance(result, Task) or result.reason == "question_off_quote"), (quote, result)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**reply, "quote": "Marie Curie was born in Paris in 1867."}, schema)

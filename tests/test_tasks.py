@@ -104,6 +104,16 @@ CASES = [
     (free(quote="The Eiffel Tower was finished in 1889"), "integer", "quote_not_in_document"),
     (free(question="The Eiffel Tower was completed in 1889. In which year was it completed?"), "integer",
      "answer_in_question"),
+    # what the 135M model wrote in the first learning run (docs/learning.md): valid by the schema, no task
+    (mcq(question="2"), "mcq", "question_too_short"),
+    (mcq(question="Why?"), "mcq", "question_too_short"),
+    (mcq(options=("D", "A", "C", "B")), "mcq", "mcq_options"),
+    (mcq(options=("1887", "(b)", "1901", "1875")), "mcq", "mcq_options"),
+    (mcq(options=("1887", "1889", "...", "1875")), "mcq", "mcq_options"),
+    (mcq(question="Who won the Tour de France that summer?", options=("Merckx", "Hinault", "Coppi", "Bobet")),
+     "mcq", "question_off_quote"),
+    (free(question="What number is the answer to this puzzle?", answer="7"), "integer", "question_off_quote"),
+    (mcq(question="Which year is it?"), "mcq", "valid"),  # the gold option (1889) is in the quote
 ]
 
 

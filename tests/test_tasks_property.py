@@ -51,7 +51,7 @@ def test_any_json_value(value, kind):
 
 def test_a_10000_digit_integer_answer():
     for answer in ("9" * 10_000, '"' + "9" * 10_000 + '"', "-" + "1" * 10_000):
-        text = '{"answer_type": "integer", "quote": "completed in 1889 for the World", "question": "q?", ' \
+        text = '{"answer_type": "integer", "quote": "completed in 1889 for the World", "question": "When was it completed?", ' \
                f'"answer": {answer}}}'
         task = parse_task(text, DOC, "integer")
         assert isinstance(task, Task) and task.answer == answer.strip('"')  # kept as text, never int()
