@@ -147,7 +147,8 @@ def test_constrained_challenger_output_always_parses_as_json(tiny_model, tmp_pat
     assert {r.reason for r in invalid} <= SEMANTIC_REASONS
     # the quote is one of the document's sentences (challenger.quote_from_document), so it always grounds
     assert not {r.reason for r in invalid} & {"quote_not_in_document", "quote_too_short", "empty_quote"}
-    assert all(r.detail in ("an option is empty", "options are not distinct")
+    assert all(r.detail in ("an option is empty", "options are not distinct",
+                            "an option is only a letter label or punctuation")
                for r in invalid if r.reason == "mcq_options")
 
 
