@@ -159,7 +159,7 @@ class StandIn:
                 job.done.set()
 
     def generate(self, body: dict[str, Any]) -> Any:
-        from spice.rollout.base import SamplingParams
+        from spice.rollout.base import GRAMMAR_KEYS, SamplingParams
 
         if self.released:
             raise BadRequest(f"memory is released ({sorted(self.released)}): call /resume_memory_occupation")
@@ -170,7 +170,7 @@ class StandIn:
         unknown = sorted(set(params) - SAMPLING_KEYS)
         if unknown:
             raise BadRequest(f"sampling_params {unknown} are not supported by spice serve")
-        grammars = [key for key in ("json_schema", "regex") if params.get(key) is not None]
+        grammars = [key for key in GRAMMAR_KEYS if params.get(key) is not None]
         if len(grammars) > 1:  # SGLang's SamplingParams.verify refuses it the same way
             raise BadRequest("Only one of json_schema, regex, ebnf, or structural_tag can be set.")
         try:

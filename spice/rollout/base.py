@@ -27,9 +27,14 @@ class SamplingParams:
             raise ValueError("SamplingParams: json_schema and regex are exclusive (SGLang refuses both at once)")
 
     @property
-    def constrained(self) -> bool:
-        """Whether a grammar masks the sampled distribution."""
-        return self.json_schema is not None or self.regex is not None
+    def grammar(self) -> tuple[str, str] | None:
+        """(SGLang's parameter name, its value) of the grammar that masks the sampled distribution, or None."""
+        if self.json_schema is not None:
+            return "json_schema", self.json_schema
+        return None if self.regex is None else ("regex", self.regex)
+
+
+GRAMMAR_KEYS = ("json_schema", "regex")  # the grammar parameters of SGLang's sampling_params that spice sends
 
 
 @dataclass

@@ -80,12 +80,11 @@ class HFRolloutEngine:
 
     def _grammar(self, sampling: SamplingParams):
         """The compiled grammar of the call's JSON schema or regex (cached), None when unconstrained."""
-        if not sampling.constrained:
+        if sampling.grammar is None:
             return None
         from spice.rollout.constrained import compiled_grammar
 
-        kind, source = (("json_schema", sampling.json_schema) if sampling.json_schema is not None
-                        else ("regex", sampling.regex))
+        kind, source = sampling.grammar
         grammar, self._vocabulary = compiled_grammar(self.tokenizer, kind, source, self.model.config.vocab_size,
                                                      stop_token_ids=self.eos_ids)
         return grammar

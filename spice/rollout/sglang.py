@@ -26,7 +26,7 @@ import aiohttp
 import torch
 
 from spice.config import SGLangConfig, SpiceConfig
-from spice.rollout.base import Completion, SamplingParams, per_prompt, sample_seed
+from spice.rollout.base import GRAMMAR_KEYS, Completion, SamplingParams, per_prompt, sample_seed
 from spice.rollout.sglang_servers import Server, ServerPool, free_port
 from spice.rollout.weight_sync import DiskWeightSync, DistributedWeightSync, TensorWeightSync, WeightSync
 from spice.rollout.weight_sync.base import WeightSyncError, headers, post_all
@@ -75,10 +75,9 @@ def sampling_payloads(sampling: SamplingParams, deterministic: bool = False) -> 
     prompt then becomes `n` single requests with distinct seeds."""
     base: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p,
                             "max_new_tokens": sampling.max_new_tokens}
-    if sampling.json_schema is not None:
-        base["json_schema"] = sampling.json_schema
-    if sampling.regex is not None:
-        base["regex"] = sampling.regex
+    if sampling.grammar is not None:
+        key, value = sampling.grammar
+        base[key] = value
     if sampling.seed is None or not deterministic:
         return [({**base, "n": sampling.n}, sampling.n)]
     return [({**base, "n": 1, "sampling_seed": sample_seed(sampling.seed, j)}, 1) for j in range(sampling.n)]
@@ -123,8 +122,7 @@ def parse_generate_response(body: Any, request: _Request, weight_version: int,
             raise _Transient("output has no text")
         completions.append(Completion(prompt_index=request.prompt_index, text=text, token_ids=token_ids,
                                       logprobs=logprobs, finish_reason=kind, weight_version=weight_version,
-                                      masked_logprobs="json_schema" in request.sampling_params
-                                      or "regex" in request.sampling_params))
+                                      masked_logprobs=any(k in request.sampling_params for k in GRAMMAR_KEYS)))
     return completions
 
 
