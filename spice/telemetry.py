@@ -54,7 +54,8 @@ def iteration_metrics(it: Iteration, samples: int) -> dict:
         "documents_with_task": len(valid_rows) / len(it.documents) if it.documents else 0.0,
         "invalid_reasons": dict(sorted(reasons.items())),
         "format_choice_invalid": it.format_choice_invalid,
-        "reasoner_accuracy": (sum(correct_counts) / (len(correct_counts) * samples)) if correct_counts else 0.0,
+        # null, not 0.0, when no task was answered: "no tasks" is not "unanswerable tasks" (plots, monitors)
+        "reasoner_accuracy": (sum(correct_counts) / (len(correct_counts) * samples)) if correct_counts else None,
         "challenger_reward_mean": statistics.fmean(challenger_rewards) if challenger_rewards else 0.0,
         "challenger_reward_std": statistics.pstdev(challenger_rewards) if challenger_rewards else 0.0,
         "correct_histogram": histogram,
@@ -123,8 +124,9 @@ def append_jsonl(path: Path, rows: list[dict]) -> None:
 def summary_line(metrics: dict, total_iterations: int) -> str:
     """The one line printed after each iteration."""
     seconds = sum(v for k, v in metrics.items() if k.startswith("seconds/"))
+    accuracy = metrics["reasoner_accuracy"]
     return (f"iter {metrics['iteration'] + 1}/{total_iterations} | valid {metrics['valid_task_rate']:.2f}"
-            f" | tasks {metrics['documents_with_task']:.2f} | acc {metrics['reasoner_accuracy']:.3f}"
+            f" | tasks {metrics['documents_with_task']:.2f} | acc {'-' if accuracy is None else f'{accuracy:.3f}'}"
             f" | r_C {metrics['challenger_reward_mean']:+.3f}±{metrics['challenger_reward_std']:.3f}"
             f" | loss {metrics.get('loss', 0.0):+.4f} | gnorm {metrics.get('grad_norm', 0.0):.3f}"
             f" | {metrics['rollout_tokens_per_second']:.1f} gen tok/s | {seconds:.1f}s")

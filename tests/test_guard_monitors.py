@@ -13,6 +13,16 @@ def test_valid_rate_and_accuracy_read_the_metrics_row():
     assert monitors.valid_task_rate({"valid_task_rate": 0.25}) == 0.25
     assert monitors.reasoner_accuracy({"reasoner_accuracy": 1.0}) == 1.0
     assert math.isnan(monitors.valid_task_rate({}))
+    assert math.isnan(monitors.reasoner_accuracy({"reasoner_accuracy": None}))  # an iteration without a task
+
+
+def test_iterations_without_a_task_do_not_read_as_unanswerable_tasks():
+    rules = [r for r in policy.parse_rules(load_config().guard.rules) if r.name == "tasks unanswerable"]
+    no_task = {"reasoner_accuracy": None}
+    signals = [{"reasoner_accuracy": monitors.reasoner_accuracy(no_task)} for _ in range(3)]
+    assert policy.evaluate(rules, signals[-1], signals[:-1]) == []
+    zero = [{"reasoner_accuracy": 0.0}] * 3
+    assert [f.rule.name for f in policy.evaluate(rules, zero[-1], zero[:-1])] == ["tasks unanswerable"]
 
 
 def test_answer_leaks():

@@ -40,9 +40,9 @@ def compare(early: list[float], late: list[float]) -> dict:
 
 def metric_rows(rows: list[dict], window: int) -> dict[str, dict]:
     """compare() of each metric over the first and last `window` iterations; reasoner accuracy counts
-    only iterations that had a task (the metric is 0.0 without one)."""
+    only iterations that had a task (null without one; 0.0 in runs written before 2026-12-02)."""
     def values(part: list[dict], key: str) -> list[float]:
-        return [float(r[key]) for r in part if key in r
+        return [float(r[key]) for r in part if r.get(key) is not None
                 and (key != "reasoner_accuracy" or r.get("documents_with_task", 0) > 0)]
 
     early, late = rows[:window], rows[-window:]

@@ -20,8 +20,10 @@ def valid_task_rate(metrics: dict) -> float:
 
 
 def reasoner_accuracy(metrics: dict) -> float:
-    """Reasoner accuracy on the challenger's tasks: near 1 the tasks are too easy, near 0 unanswerable."""
-    return float(metrics.get("reasoner_accuracy", NAN))
+    """Reasoner accuracy on the challenger's tasks: near 1 the tasks are too easy, near 0 unanswerable;
+    NaN (no reading) in an iteration without a task."""
+    value = metrics.get("reasoner_accuracy")
+    return NAN if value is None else float(value)
 
 
 def _fold(text: str) -> str:
