@@ -53,3 +53,30 @@ def test_letter_preference_rate_is_the_chance_of_independent_letters() -> None:
     # golds per answer: A 4, B 2; answers: A 2, B 1, C 1, D 2 -> (4 * 2 + 2 * 1) / 36
     assert math.isclose(learning.letter_preference_rate(records, {0}), 10 / 36)
     assert learning.letter_preference_rate(records, {1}) is None
+
+
+def test_trend_is_the_least_squares_slope_with_its_error() -> None:
+    flat = [(i, i % 2 == 0) for i in range(40)]
+    rising = [(i, i >= 20) for i in range(40)]
+    slope, error = learning.trend(rising)
+    assert slope > 0 and slope / error > 5
+    assert abs(learning.trend(flat)[0]) < 0.01
+    assert learning.trend([(0, True), (0, False), (0, True)]) is None and learning.trend([(0, True)]) is None
+
+
+def test_guessing_reward_is_the_binomial_mean_of_the_variance_reward() -> None:
+    # G = 2, p = 1/4: both wrong 9/16 and both right 1/16 pay exp(-3.125); one right (3/8) pays 1
+    assert math.isclose(learning.guessing_reward(2), (10 / 16) * math.exp(-3.125) + 6 / 16)
+    assert math.isclose(learning.guessing_reward(4), 0.6112, abs_tol=1e-3)
+
+
+def test_report_reads_trends_and_the_guessing_reward(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    rows = [json.loads(line) for line in (run / "tasks.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["status"] == "valid":
+            row["challenger_reward"] = 1.0
+    (run / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = learning.report(run, 3)
+    assert "| valid attempts (n = 9) | +" in text  # valid only in the late iterations
+    assert "challenger reward on answered MCQ tasks (n = 3): 1.000 ± 0.000; 0.402 if the reasoner guessed" in text

@@ -4,7 +4,10 @@
 the first and last `window` iterations with standard errors and their difference in standard errors,
 pooled rates from tasks.jsonl (valid attempts, right answers, answers naming a letter, truncated answers)
 with binomial standard errors, and the letter counts of gold answers and of reasoner answers (a reasoner
-that always names one letter, against a challenger that favours it, is an exploit, not skill).
+that always names one letter, against a challenger that favours it, is an exploit, not skill). Two
+readings use every iteration: the linear trend of valid attempts and right answers with its standard
+error, and the challenger's mean reward on answered MCQ tasks against what a reasoner that guesses one
+option in four would pay it (equal, the variance reward carries no news of task quality).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from spice.plot import read_metrics
+from spice.rewards import challenger_reward
 
 METRICS = ("valid_task_rate", "documents_with_task", "reasoner_accuracy", "challenger_reward_mean",
            "challenger_length_mean", "reasoner_length_mean", "grad_norm")
@@ -81,6 +85,30 @@ def letter_preference_rate(records: list[dict], iterations: set[int]) -> float |
     return sum(gold[x] * said[x] for x in "ABCD") / len(answers) ** 2
 
 
+def trend(points: list[tuple[int, bool]]) -> tuple[float, float] | None:
+    """Least-squares slope of 0/1 outcomes on their iteration and its standard error (per iteration);
+    None for fewer than three points or a single iteration. The error treats outcomes as independent:
+    the answers to one task are not, so for right answers it is somewhat too small."""
+    if len(points) < 3:
+        return None
+    xs, ys = [float(x) for x, _ in points], [float(y) for _, y in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    residual = sum((y - my - slope * (x - mx)) ** 2 for x, y in zip(xs, ys)) / (len(xs) - 2)
+    return slope, math.sqrt(residual / sxx)
+
+
+def guessing_reward(samples: int, options: int = 4) -> float:
+    """The challenger's expected reward on a valid task whose reasoner guesses: each of its `samples`
+    answers right with probability 1/options, independently."""
+    p = 1 / options
+    return sum(math.comb(samples, k) * p ** k * (1 - p) ** (samples - k)
+               * challenger_reward([True] * k + [False] * (samples - k)) for k in range(samples + 1))
+
+
 def _rate(hits: int, trials: int) -> str:
     if not trials:
         return "-"
@@ -109,6 +137,22 @@ def report(run_dir: str | Path, window: int) -> str:
     habit = [letter_preference_rate(records, part) for part in (early, late)]
     lines.append("| right by letter preference alone (expected) | "
                  + " | ".join("-" if h is None else f"{100 * h:.1f}%" for h in habit) + " |")
+    lines += ["", "| linear trend over all iterations | per iteration | over the run | in s.e. |", "|---|---|---|---|"]
+    trends = {"valid attempts": [(r["iteration"], r["status"] == "valid") for r in records],
+              "right answers": [(r["iteration"], a["reward"] > 0) for r in records for a in r.get("reasoner", [])]}
+    span = max(done) - min(done)
+    for name, points in trends.items():
+        fit = trend(points)
+        if fit is not None:
+            lines.append(f"| {name} (n = {len(points)}) | {100 * fit[0]:+.2f} points ± {100 * fit[1]:.2f} | "
+                         f"{100 * fit[0] * span:+.1f} points | {fit[0] / fit[1] if fit[1] else math.nan:+.1f} |")
+    paid = [r for r in records if r.get("reasoner") and r["kind"] == "mcq" and "challenger_reward" in r]
+    if paid:
+        guess = guessing_reward(len(paid[0]["reasoner"]))
+        rewards = [r["challenger_reward"] for r in paid]
+        mean, error = mean_and_error(rewards)
+        lines += ["", f"challenger reward on answered MCQ tasks (n = {len(paid)}): {mean:.3f} ± {error:.3f}; "
+                      f"{guess:.3f} if the reasoner guessed one option in four"]
     lines += ["", "| letters (A/B/C/D) | early | late |", "|---|---|---|"]
     (gold_1, said_1), (gold_2, said_2) = letters(records, early), letters(records, late)
     for name, one, two in (("gold answers", gold_1, gold_2), ("reasoner answers", said_1, said_2)):
