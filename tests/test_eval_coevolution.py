@@ -80,6 +80,11 @@ def test_pass_rate_of_a_reasoner_on_another_models_tasks(tokenizer) -> None:
     assert coevolution.pass_rate(strong) == 1.0 and coevolution.pass_rate(weak) == 0.0
     assert coevolution.pass_rate([[True, False], [False, False]]) == 0.25
     assert coevolution.pass_rate([]) is None
+    # the error is over tasks: two tasks passed 1/2 and 0/2 -> fractions 0.5, 0 -> stdev 0.354 / sqrt 2
+    assert abs(coevolution.pass_rate_error([[True, False], [False, False]]) - 0.25) < 1e-12
+    assert coevolution.pass_rate_error([[True, False]]) is None
+    table = coevolution._table(["c"], ["r", "s"], {"c": {"r": 0.25, "s": None}}, {"c": {"r": 0.25, "s": None}})
+    assert "25.0% ± 25.0" in table and table.rstrip().endswith("-")
     assert coevolution.reasoner_verdicts(RoleEngine(tokenizer, "Gold"), tokenizer, [], config) == []
 
 
@@ -104,6 +109,7 @@ def test_spice_coevolve_command_with_tiny_models(tmp_path: Path, capsys: pytest.
     assert len(result["documents"]) == 2 and result["samples"] == 2
     assert list(result["pass_rates"]) == [str(first)]
     assert list(result["pass_rates"][str(first)]) == [str(first), str(second)]
+    assert list(result["pass_rate_errors"][str(first)]) == [str(first), str(second)]
     for rate in result["pass_rates"][str(first)].values():
         assert rate is None or 0.0 <= rate <= 1.0  # random weights rarely write a valid task
     printed = capsys.readouterr()

@@ -55,6 +55,15 @@ def pass_rate(verdicts: list[list[bool]]) -> float | None:
     return statistics.fmean(flat) if flat else None
 
 
+def pass_rate_error(verdicts: list[list[bool]]) -> float | None:
+    """Standard error of pass_rate over tasks (a task's answers are not independent of each other: the
+    spread of the tasks' pass fractions, not of the single answers); None for fewer than two tasks."""
+    fractions = [statistics.fmean(group) for group in verdicts if group]
+    if len(fractions) < 2:
+        return None
+    return statistics.stdev(fractions) / len(fractions) ** 0.5
+
+
 def sample_documents(config: SpiceConfig, tokenizer, count: int, seed: int) -> list[Document]:
     """`count` segments of the config's corpus, a pure function of `seed` (the same for every model)."""
     from spice.corpus import load_corpus
@@ -91,13 +100,20 @@ def _load(config: SpiceConfig, path: str):
     return make_rollout_engine(config, model_dir)
 
 
-def _table(challengers: list[str], reasoners: list[str], rates: dict[str, dict[str, float | None]]) -> str:
+def _table(challengers: list[str], reasoners: list[str], rates: dict[str, dict[str, float | None]],
+           errors: dict[str, dict[str, float | None]] | None = None) -> str:
+    """The matrix as text; a cell is the pass rate and, with `errors`, its standard error over tasks."""
+    def cell(c: str, r: str) -> str:
+        if rates[c][r] is None:
+            return "-"
+        error = (errors or {}).get(c, {}).get(r)
+        return f"{100 * rates[c][r]:.1f}%" + ("" if error is None else f" ± {100 * error:.1f}")
+
     corner = "challenger \\ reasoner"
     width = max(len(corner), *(len(c) for c in challengers))
-    lines = [f"{corner:<{width}}  " + "  ".join(f"{r:>12}" for r in reasoners)]
+    lines = [f"{corner:<{width}}  " + "  ".join(f"{r:>14}" for r in reasoners)]
     for c in challengers:
-        cells = ["-" if rates[c][r] is None else f"{100 * rates[c][r]:.1f}%" for r in reasoners]
-        lines.append(f"{c:<{width}}  " + "  ".join(f"{cell:>12}" for cell in cells))
+        lines.append(f"{c:<{width}}  " + "  ".join(f"{cell(c, r):>14}" for r in reasoners))
     return "\n".join(lines)
 
 
@@ -178,9 +194,10 @@ def run(args: argparse.Namespace) -> int:
         finally:
             engine.close()
     rates = {c: {r: pass_rate(v) for r, v in row.items()} for c, row in verdicts.items()}
+    errors = {c: {r: pass_rate_error(v) for r, v in row.items()} for c, row in verdicts.items()}
     result: dict[str, Any] = {
         "documents": [d.id for d in documents or []], "seed": args.seed, "samples": config.reasoner.samples,
-        "temperature": config.reasoner.temperature, "pass_rates": rates,
+        "temperature": config.reasoner.temperature, "pass_rates": rates, "pass_rate_errors": errors,
         "tasks": {c: [{"question": t.question, "answer": t.answer, "kind": t.kind, "options": list(t.options),
                        "doc_id": t.doc_id, "verdicts": {r: verdicts[c][r][i] for r in args.reasoner}}
                       for i, t in enumerate(tasks)] for c, tasks in tasks_of.items()},
@@ -188,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=1, ensure_ascii=False))
-    print(_table(args.challenger, args.reasoner, rates))
+    print(_table(args.challenger, args.reasoner, rates, errors))
     print(f"tasks and verdicts: {output}")
     if args.picture:
         counts = {c: len(tasks) for c, tasks in tasks_of.items()}
