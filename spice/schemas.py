@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 import re
 
-from spice.tasks import ANSWER_KINDS, LETTERS, MIN_QUOTE_CHARS, PROMPT_STYLES
+from spice.tasks import ANSWER_KINDS, DIFFICULTIES, LETTERS, MIN_QUOTE_CHARS, PROMPT_STYLES
 
-DIFFICULTIES = ("easy", "medium", "hard")
 
 # Upper bounds in characters per style; compact keeps small models' CPU decoding short. The question,
 # the options and the quote share one bound on purpose: xgrammar compiles each distinct string rule

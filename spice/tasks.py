@@ -51,6 +51,10 @@ MIN_QUESTION_WORDS = 3  # words of two letters or more
 _WORDS = re.compile(r"[^\W\d_]{2,}")
 _CONTENT_WORD = re.compile(r"[^\W\d_]{4,}|\d{2,}")  # what ties a question to its quote: a word or a number
 _LABEL_ONLY = re.compile(r"\(?[A-Da-d]\)?[.:)]?")
+DIFFICULTIES = ("easy", "medium", "hard")  # the task's own "difficulty" field
+# An option made only of these words is the difficulty field copied into the options, not an answer: run 3
+# of docs/learning.md (60 iterations) learned to write such options (18% of valid tasks early, 34% late).
+_DIFFICULTY_WORDS = frozenset((*DIFFICULTIES, "difficulty", "difficult"))
 
 
 @dataclass(frozen=True)
@@ -322,7 +326,14 @@ def _options(raw: object) -> tuple[str, ...] | Invalid:
         return Invalid("mcq_options", "an option is only a letter label or punctuation")
     if len({_normal(o) for o in options}) != 4:
         return Invalid("mcq_options", "options are not distinct")
+    if sum(_is_difficulty_label(o) for o in options) >= 2:  # one alone may be an answer ("hard" vs "soft")
+        return Invalid("mcq_options", "options are difficulty labels (easy, medium, hard), not answers")
     return options
+
+
+def _is_difficulty_label(option: str) -> bool:
+    words = re.findall(r"[^\W\d_]+", option.casefold())
+    return bool(words) and all(w in _DIFFICULTY_WORDS for w in words)
 
 
 def _gold_letter(answer: str, options: tuple[str, ...]) -> str | Invalid:

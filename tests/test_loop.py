@@ -148,7 +148,8 @@ def test_constrained_challenger_output_always_parses_as_json(tiny_model, tmp_pat
     # the quote is one of the document's sentences (challenger.quote_from_document), so it always grounds
     assert not {r.reason for r in invalid} & {"quote_not_in_document", "quote_too_short", "empty_quote"}
     assert all(r.detail in ("an option is empty", "options are not distinct",
-                            "an option is only a letter label or punctuation")
+                            "an option is only a letter label or punctuation",
+                            "options are difficulty labels (easy, medium, hard), not answers")
                for r in invalid if r.reason == "mcq_options")
 
 

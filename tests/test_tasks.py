@@ -110,6 +110,10 @@ CASES = [
     (mcq(options=("D", "A", "C", "B")), "mcq", "mcq_options"),
     (mcq(options=("1887", "(b)", "1901", "1875")), "mcq", "mcq_options"),
     (mcq(options=("1887", "1889", "...", "1875")), "mcq", "mcq_options"),
+    # what run 3 learned to write: the difficulty field's values as options
+    (mcq(options=("1889", "medium|easy", "hard", "Medium")), "mcq", "mcq_options"),
+    (mcq(options=("1889", "easy-medium", "Difficulty", "1875")), "mcq", "mcq_options"),
+    (mcq(options=("1889", "hard", "soft", "1875")), "mcq", "valid"),  # one such word can be an answer
     (mcq(question="Who won the Tour de France that summer?", options=("Merckx", "Hinault", "Coppi", "Bobet")),
      "mcq", "question_off_quote"),
     (free(question="What number is the answer to this puzzle?", answer="7"), "integer", "question_off_quote"),
