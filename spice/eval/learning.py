@@ -92,12 +92,12 @@ def trend(points: list[tuple[int, bool]]) -> tuple[float, float] | None:
     if len(points) < 3:
         return None
     xs, ys = [float(x) for x, _ in points], [float(y) for _, y in points]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx == 0:
+    if len(set(xs)) < 2:
         return None
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-    residual = sum((y - my - slope * (x - mx)) ** 2 for x, y in zip(xs, ys)) / (len(xs) - 2)
+    slope, intercept = statistics.linear_regression(xs, ys)
+    mx = statistics.fmean(xs)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    residual = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys)) / (len(xs) - 2)
     return slope, math.sqrt(residual / sxx)
 
 
